@@ -1,0 +1,3 @@
+from ebmbench.cli import main
+
+raise SystemExit(main())

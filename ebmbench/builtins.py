@@ -1,0 +1,32 @@
+"""Every built-in dataset, method and sampler, registered in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache, partial
+
+import ebmbench.methods.diffusion  # noqa: F401  (registers ddpm)
+import ebmbench.methods.ebm  # noqa: F401  (registers pcd_ebm, replay_buffer)
+import ebmbench.samplers.diffusion  # noqa: F401  (registers ddpm, ddim samplers)
+import ebmbench.samplers.langevin  # noqa: F401  (registers langevin)
+from ebmbench.data.base import Dataset
+from ebmbench.data.images import digits_dataset
+from ebmbench.data.toy2d import DENSITIES, make_toy_dataset
+from ebmbench.methods.base import METHODS
+from ebmbench.protocol import SAMPLERS
+from ebmbench.registry import Registry
+
+DATASETS: Registry[Callable[[], Dataset]] = Registry("dataset")
+for _name in DENSITIES:
+    DATASETS.register(_name, partial(make_toy_dataset, _name))
+DATASETS.register("digits", digits_dataset)
+DATASETS.register("digits_binary", partial(digits_dataset, binarized=True))
+
+
+@lru_cache(maxsize=None)
+def load_dataset(name: str) -> Dataset:
+    """The named dataset, built once per process."""
+    return DATASETS.get(name)()
+
+
+__all__ = ["DATASETS", "METHODS", "SAMPLERS", "load_dataset"]

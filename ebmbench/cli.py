@@ -1,0 +1,86 @@
+"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ebmbench.builtins import DATASETS, METHODS, SAMPLERS
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS
+    from ebmbench.suites import SUITES_DIR
+
+    print("datasets:", ", ".join(DATASETS.names()))
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        print(f"method {name} ({spec.family}; notebook {spec.notebook}): {spec.cite}")
+    for name in SAMPLERS.names():
+        spec = SAMPLERS.get(name)
+        print(f"sampler {name} (needs {spec.requires}): {spec.cite}")
+    print("metrics:", ", ".join(SAMPLE_METRICS.names() + MODEL_METRICS.names()))
+    print("suites:", ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ebmbench.report import render
+    from ebmbench.suites import load_suite, run_suite
+
+    overrides = {"device": args.device} if args.device else {}
+    name, runs = load_suite(args.suite, args.results_dir, overrides)
+    if args.dry_run:
+        for spec in runs:
+            print(spec.cfg.run_id, spec.notebook.name)
+        return 0
+    summary = run_suite(runs, name)
+    print("\n".join(summary.lines()))
+    if not args.no_report:
+        print(f"report: {render(summary.suite_dir)}")
+    return 1 if summary.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ebmbench.report import render
+    from ebmbench.results import aggregate
+
+    suite_dir = Path(args.results_dir) / args.suite
+    if not (suite_dir / "runs").is_dir():
+        print(f"no runs under {suite_dir}: run `ebmbench run {args.suite}` first", file=sys.stderr)
+        return 2
+    aggregate(suite_dir)
+    print(f"report: {render(suite_dir)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ebmbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute a suite's notebooks, then its report")
+    run.add_argument("suite", help="suite name under suites/ or a path to a .yaml file")
+    run.add_argument("--results-dir", default="results")
+    run.add_argument("--device", choices=("cpu", "cuda", "auto"), help="override every run's device")
+    run.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    run.add_argument("--no-report", action="store_true")
+    run.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="aggregate a suite's results and render report.html")
+    rep.add_argument("suite")
+    rep.add_argument("--results-dir", default="results")
+    rep.set_defaults(fn=cmd_report)
+    sub.add_parser("list", help="datasets, methods, samplers, metrics and suites").set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, KeyError) as err:  # configuration and suite errors: say what and how to fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

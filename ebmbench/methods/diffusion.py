@@ -1,0 +1,144 @@
+"""DDPM: a noise predictor trained with L_simple on diffusers' schedulers (Ho et al. 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import Tensor, nn
+
+from ebmbench.data.base import Dataset
+from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.mlp import TimeMLP
+from ebmbench.nets.unet import small_unet
+from ebmbench.protocol import Box, GenerativeModel
+
+
+@dataclass
+class DDPMParams:
+    """Parameters of DDPM (Ho et al. 2020): the diffusers schedule, the eps net and eval budgets."""
+
+    num_train_timesteps: int = 1000  # T, discrete timesteps t in [0, T)
+    beta_schedule: str = "linear"  # beta_t linear in t (Ho et al. 2020, Sec. 4)
+    beta_start: float = 1e-4  # beta_1
+    beta_end: float = 0.02  # beta_T
+    variance_type: str = "fixed_small"  # ancestral step variance = posterior beta~_t (Ho et al. eq. 7)
+    timestep_spacing: str = "leading"  # which timesteps a shortened sampler visits: t = k * (T // steps)
+    # x0-prediction is NOT clipped to [-1, 1]: data may lie outside [-1, 1] (2D toys live on [-4, 4]).
+    clip_sample: bool = False
+    prediction_type: str = "epsilon"  # the net predicts the added noise eps
+    hidden: int = 128  # TimeMLP width (vector data, e.g. 2D)
+    depth: int = 3  # TimeMLP hidden layers (vector data, e.g. 2D)
+    ddpm_steps: int = 1000  # ancestral sampler steps at evaluation
+    ddim_steps: int = 50  # DDIM steps at evaluation
+    ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
+
+
+def scheduler_settings(params: DDPMParams) -> dict[str, Any]:
+    """The pinned diffusers scheduler settings derived from ``params`` (shared by DDPM and DDIM)."""
+    return {
+        "num_train_timesteps": params.num_train_timesteps,
+        "beta_schedule": params.beta_schedule,
+        "beta_start": params.beta_start,
+        "beta_end": params.beta_end,
+        "variance_type": params.variance_type,
+        "timestep_spacing": params.timestep_spacing,
+        "clip_sample": params.clip_sample,
+        "prediction_type": params.prediction_type,
+        "thresholding": False,
+        "steps_offset": 0,
+        "set_alpha_to_one": True,  # DDIM only: alpha_bar at "t = -1" is 1, so its last step lands on x0
+    }
+
+
+class DDPM(GenerativeModel):
+    """Denoising diffusion model with an eps net eps_theta(x_t, t) (Ho et al. 2020)."""
+
+    family = "diffusion"
+    capabilities = frozenset({"eps_prediction"})
+    default_sampler = "ddpm"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        support: Box,
+        params: DDPMParams | None = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__(net, support)
+        self.params = params if params is not None else DDPMParams()
+        self.shape = tuple(shape) if shape is not None else tuple(support.shape)  # one sample's shape
+
+    def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Predicted noise eps_theta(x_t, t) (Ho et al. 2020, eq. 14); counted through ``self.net``."""
+        return self.net(x_t, t)
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The pinned scheduler settings this model trains and samples with."""
+        return scheduler_settings(self.params)
+
+    def make_ddpm_scheduler(self) -> DDPMScheduler:
+        """A fresh diffusers DDPMScheduler with the pinned settings (Ho et al. 2020)."""
+        cfg = self.scheduler_config()
+        cfg.pop("set_alpha_to_one")
+        return DDPMScheduler(**cfg)
+
+    def make_ddim_scheduler(self) -> DDIMScheduler:
+        """A fresh diffusers DDIMScheduler with the same betas and settings (Song et al. 2021)."""
+        cfg = self.scheduler_config()
+        cfg.pop("variance_type")  # DDIM's variance is sigma_t(eta), set per step
+        return DDIMScheduler(**cfg)
+
+
+def ddpm_loss(
+    model: DDPM, x0: Tensor, generator: torch.Generator, params: DDPMParams
+) -> tuple[Tensor, dict[str, float]]:
+    """L_simple = |eps_theta(x_t, t) - eps|^2, t ~ U{0..T-1} (Ho et al. 2020, eq. 14)."""
+    if scheduler_settings(params) != model.scheduler_config():
+        raise ValueError("ddpm_loss: params' schedule differs from the model's; train and sample must agree")
+    scheduler = model.make_ddpm_scheduler()
+    b = x0.shape[0]
+    t = torch.randint(0, params.num_train_timesteps, (b,), generator=generator, device=x0.device)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+    loss = (model.eps(x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
+    return loss, {"loss": float(loss.mean().detach())}
+
+
+def build_eps_net(shape: tuple[int, ...], params: DDPMParams) -> nn.Module:
+    """TimeMLP for vector data (D,), a small UNet for images (C, H, W)."""
+    if len(shape) == 1:
+        return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
+    if len(shape) == 3:
+        return small_unet(shape)  # type: ignore[arg-type]
+    raise ValueError(f"DDPM has eps nets for shapes (D,) and (C, H, W), not {shape}")
+
+
+def build_ddpm(dataset: Dataset, params: DDPMParams) -> DDPM:
+    """A DDPM (Ho et al. 2020) for ``dataset``: eps net by data shape, the dataset's support box."""
+    return DDPM(build_eps_net(dataset.shape, params), dataset.support, params, shape=dataset.shape)
+
+
+def ddpm_eval_samplers(params: DDPMParams) -> list[tuple[str, dict[str, Any]]]:
+    """Ancestral DDPM (Ho et al. 2020) and DDIM (Song et al. 2021) at the pinned budgets."""
+    return [
+        ("ddpm", {"steps": params.ddpm_steps}),
+        ("ddim", {"steps": params.ddim_steps, "eta": params.ddim_eta}),
+    ]
+
+
+METHODS.register(
+    "ddpm",
+    MethodSpec(
+        name="ddpm",
+        family="diffusion",
+        params=DDPMParams,
+        build=build_ddpm,
+        objective=ddpm_loss,
+        eval_samplers=ddpm_eval_samplers,
+        notebook="train_diffusion.ipynb",
+        cite="Ho et al. 2020, Denoising Diffusion Probabilistic Models",
+    ),
+)

@@ -1,0 +1,141 @@
+"""EBM trained by persistent contrastive divergence with a replay buffer (Du & Mordatch 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ebmbench.data.base import Dataset
+from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.conv import ConvEnergy
+from ebmbench.nets.mlp import EnergyMLP
+from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
+from ebmbench.samplers.langevin import ula
+
+
+@dataclass
+class PCDParams:
+    """Parameters of the PCD EBM (IGEBM recipe); Langevin noise is sqrt(2 * eps * T)."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    buffer_size: int = 10000  # replay buffer entries
+    reinit_frac: float = 0.05  # fraction of each batch restarted from uniform noise
+    langevin_steps: int = 20  # K steps per training iteration
+    langevin_eps: float = 0.01  # step size eps
+    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
+    sample_steps: int = 200  # K of the fresh chains that sample() runs at evaluation
+    buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
+
+
+class EBM(GenerativeModel):
+    """An energy model exp(-E(x))/Z on a box, with a persistent replay buffer of chains."""
+
+    family = "ebm"
+    capabilities = frozenset({"energy", "replay_buffer"})
+    default_sampler = "langevin"
+
+    def __init__(self, net: nn.Module, support: Box, params: PCDParams) -> None:
+        super().__init__(net, support)
+        self.params = params
+        self.register_buffer("buffer", torch.zeros(params.buffer_size, *support.shape))
+        # chain length of each buffer entry in Langevin steps; -1 marks an unfilled buffer
+        self.register_buffer("buffer_age", torch.full((params.buffer_size,), -1, dtype=torch.long))
+
+    def energy(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def langevin_kwargs(self) -> dict:
+        p = self.params
+        return dict(eps=p.langevin_eps, temperature=p.langevin_T, support_mode=p.support_mode,
+                    grad_clip=p.grad_clip)
+
+
+def build_energy_net(dataset: Dataset, params: PCDParams) -> nn.Module:
+    """MLP energy for vector data, conv energy for (C, H, W) images."""
+    shape = dataset.shape
+    if len(shape) == 1:
+        return EnergyMLP(shape[0], params.hidden, params.depth)
+    channels = tuple(int(c) for c in params.channels.split(","))
+    return ConvEnergy(shape[0], channels)
+
+
+def build_pcd_ebm(dataset: Dataset, params: PCDParams) -> EBM:
+    return EBM(build_energy_net(dataset, params), dataset.support, params)
+
+
+def draw_negatives(model: EBM, batch: int, generator: torch.Generator) -> Tensor:
+    """Take ``batch`` buffer chains, restart a fraction from noise, advance them K steps, store back."""
+    p, device = model.params, model.buffer.device
+    if model.buffer_age[0] < 0:  # first call: fill the buffer with uniform noise
+        model.buffer.copy_(model.support.uniform(p.buffer_size, generator, device))
+        model.buffer_age.zero_()
+    idx = torch.randperm(p.buffer_size, generator=generator, device=device)[:batch]
+    x0 = model.buffer[idx].clone()
+    ages = model.buffer_age[idx].clone()
+    restart = torch.rand(batch, generator=generator, device=device) < p.reinit_frac
+    x0[restart] = model.support.uniform(int(restart.sum()), generator, device)
+    ages[restart] = 0
+    x, _ = ula(model.energy, x0, steps=p.langevin_steps, generator=generator, box=model.support,
+               **model.langevin_kwargs())
+    model.buffer[idx] = x
+    model.buffer_age[idx] = ages + p.langevin_steps
+    return x
+
+
+def pcd_loss(model: EBM, x_pos: Tensor, generator: torch.Generator, params: PCDParams
+             ) -> tuple[Tensor, dict[str, float]]:
+    """Contrastive divergence E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2) (Du & Mordatch 2019)."""
+    x_neg = draw_negatives(model, x_pos.shape[0], generator)
+    e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
+    loss = e_pos - e_neg + params.l2_weight * (e_pos**2 + e_neg**2)
+    e_pos, e_neg = e_pos.detach(), e_neg.detach()
+    diag = {
+        "loss": float(loss.detach().mean()),
+        "energy_pos": float(e_pos.mean()),
+        "energy_neg": float(e_neg.mean()),
+        "energy_gap": float(e_neg.mean() - e_pos.mean()),
+        "buffer_age_mean": float(model.buffer_age.float().mean()),
+    }
+    return loss, diag
+
+
+def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0) -> SamplerOutput:
+    """Draw persistent chains from the replay buffer; their amortized cost is their chain age."""
+    if model.buffer_age[0] < 0:
+        raise ValueError("the replay buffer is empty: train the model before sampling from it")
+    if n > model.params.buffer_size:
+        raise ValueError(f"n={n} exceeds buffer_size={model.params.buffer_size}; lower n or batch_size")
+    idx = torch.randperm(model.params.buffer_size, generator=generator, device=model.buffer.device)[:n]
+    x, ages = model.buffer[idx].clone(), model.buffer_age[idx].float()
+    if steps:
+        x, _ = ula(model.energy, x, steps=steps, generator=generator, box=model.support,
+                   **model.langevin_kwargs())
+    info = {"amortized_nfe": float(ages.mean()) + steps, "buffer_age_mean": float(ages.mean())}
+    return SamplerOutput(x, nfe=steps, info=info, temperature=model.params.langevin_T)
+
+
+def pcd_eval_samplers(params: PCDParams) -> list[tuple[str, dict]]:
+    """Fresh chains (the model's own samples) and the replay buffer (amortized)."""
+    fresh = {"steps": params.sample_steps, "eps": params.langevin_eps, "temperature": params.langevin_T,
+             "support_mode": params.support_mode, "grad_clip": params.grad_clip}
+    return [("langevin", fresh), ("replay_buffer", {"steps": params.buffer_extra_steps})]
+
+
+SAMPLERS.register(
+    "replay_buffer",
+    SamplerSpec("replay_buffer", requires="replay_buffer", fn=replay_buffer,
+                cite="Du & Mordatch 2019 (replay buffer of persistent chains)"),
+)
+METHODS.register(
+    "pcd_ebm",
+    MethodSpec(name="pcd_ebm", family="ebm", params=PCDParams, build=build_pcd_ebm, objective=pcd_loss,
+               eval_samplers=pcd_eval_samplers, notebook="train_ebm.ipynb",
+               cite="Du & Mordatch 2019, Implicit Generation and Generalization in Energy-Based Models"),
+)

@@ -1,0 +1,166 @@
+"""Figures: samples, energy landscapes, chains, denoising trajectories, quality vs cost.
+
+Pictures branch on the data's shape (2D points or images) and on declared
+capabilities, never on model family.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from ebmbench.run import Run  # noqa: E402
+
+
+def _show(ax, x: Tensor, title: str, box) -> None:
+    """Scatter 2D points, or a grid of images, on ``ax``."""
+    x = x.detach().float().cpu()
+    if x.dim() == 2 and x.shape[1] == 2:
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+        ax.set_xlim(box.low, box.high)
+        ax.set_ylim(box.low, box.high)
+        ax.set_aspect("equal")
+    else:
+        imgs = (x[:64] - box.low) / (box.high - box.low)
+        grid = make_grid(imgs.clamp(0, 1), nrow=8, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    ax.set_title(title, fontsize=9)
+
+
+def samples_figure(run: Run, path: Path | None = None) -> plt.Figure:
+    """Test data beside each evaluation sampler's samples; saved as the run's samples.png."""
+    panels = [("test data", run.dataset.test)] + [
+        (f"{k} (NFE {s.cost.nfe:g})", s.x) for k, s in run.samples.items()
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), squeeze=False)
+    for ax, (title, x) in zip(axes[0], panels):
+        _show(ax, x[:2000], title, run.dataset.support)
+    fig.suptitle(f"{run.cfg.method} on {run.cfg.dataset}, seed {run.cfg.seed}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path or run.run_dir / "samples.png", dpi=110)
+    return fig
+
+
+def grid_2d(box, n: int = 200) -> Tensor:
+    ticks = torch.linspace(box.low, box.high, n)
+    gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
+    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
+
+
+def energy_landscape(run: Run) -> plt.Figure | None:
+    """exp(-E) of the model beside the true density on the support box (2D energies only)."""
+    if not run.model.has("energy") or run.model.support.dim != 2:
+        return None
+    box, n = run.model.support, 200
+    pts = grid_2d(box, n)
+    with torch.no_grad():
+        model_logp = -run.model.energy(pts.to(run.model.device)).cpu()
+    panels = [("model exp(-E) (unnormalized)", model_logp)]
+    if run.dataset.density is not None:
+        panels.append(("true density", run.dataset.density.log_prob(pts)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3), squeeze=False)
+    for ax, (title, logp) in zip(axes[0], panels):
+        img = torch.exp(logp - logp.max()).view(n, n)
+        ax.imshow(img.numpy(), origin="lower", extent=(box.low, box.high, box.low, box.high), cmap="magma")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def chain_snapshots(run: Run, n_chains: int = 16, steps: int | None = None, n_frames: int = 6
+                    ) -> plt.Figure | None:
+    """Fresh Langevin chains from noise, shown at evenly spaced steps (models with an energy)."""
+    from ebmbench.samplers.langevin import ula
+
+    if not run.model.has("energy"):
+        return None
+    kw = run.model.langevin_kwargs()
+    steps = steps or run.cfg.method_params.sample_steps
+    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
+    x = run.model.support.uniform(n_chains if run.model.support.dim > 2 else 500, gen, run.model.device)
+    frames, per = [(0, x)], max(steps // (n_frames - 1), 1)
+    for k in range(per, steps + 1, per):
+        x, _ = ula(run.model.energy, x, steps=per, generator=gen, box=run.model.support, **kw)
+        frames.append((k, x))
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
+    for ax, (k, xs) in zip(axes[0], frames):
+        _show(ax, xs, f"step {k}", run.dataset.support)
+    fig.suptitle(f"Langevin chains (eps={kw['eps']}, T={kw['temperature']})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def denoising_trajectory(run: Run, n: int = 500, n_frames: int = 6) -> plt.Figure | None:
+    """x_t along a DDIM trajectory from noise to data (models with eps prediction)."""
+    if not run.model.has("eps_prediction"):
+        return None
+    scheduler = run.model.make_ddim_scheduler()
+    scheduler.set_timesteps(50)
+    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
+    n = n if run.model.support.dim <= 2 else 16
+    x = torch.randn((n, *run.model.support.shape), generator=gen, device=run.model.device)
+    keep = set(torch.linspace(0, len(scheduler.timesteps) - 1, n_frames).round().long().tolist())
+    frames = []
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            if i in keep:
+                frames.append((int(t), x))
+            x = scheduler.step(run.model.eps(x, t.expand(n).to(x.device)), t, x).prev_sample
+    frames.append((0, x))
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
+    for ax, (t, xs) in zip(axes[0], frames):
+        _show(ax, xs, f"t = {t}" if t else "x_0", run.dataset.support)
+    fig.suptitle("DDIM denoising trajectory (50 steps)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure:
+    """Curves recorded in curves.jsonl against the step."""
+    recs = [json.loads(ln) for ln in (Path(run_dir) / "curves.jsonl").read_text().splitlines() if ln]
+    frame = pd.DataFrame(recs)
+    keys = tuple(k for k in keys if k in frame) or ("loss",)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        ax.plot(frame["step"], frame[k])
+        ax.set_xlabel("step")
+        ax.set_title(k, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None, metric: str = "mmd2") -> plt.Figure:
+    """Sample quality against counted NFE per sample, one panel per dataset, every family."""
+    rows = frame[(frame.metric == metric) & (frame.metric_status == "ok")].copy()
+    rows["cost_nfe"] = [max(m.get("amortized_nfe", n) if isinstance(m, dict) else n, 1)
+                        for m, n in zip(rows["meta"], rows["nfe"])]
+    rows["setting"] = rows["method"] + " / " + rows["sampler"].fillna("")
+    datasets = sorted(rows.dataset.unique()) or ["(no rows)"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = rows[rows.dataset == ds]
+        if len(sub):
+            sns.scatterplot(data=sub, x="cost_nfe", y="value", hue="setting", style="family", ax=ax, s=60)
+            floor = [m.get("floor") for m in sub["meta"] if isinstance(m, dict) and "floor" in m]
+            if floor:
+                ax.axhline(sum(floor) / len(floor), ls="--", c="gray", lw=1, label="real-vs-real floor")
+            ax.set_xscale("log")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("NFE per sample (replay buffer: amortized chain length)")
+        ax.set_ylabel(f"{metric} (lower is better)")
+        ax.set_title(ds, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -1,0 +1,180 @@
+"""Result records: versioned tidy schema, provenance, atomic writes, loading into pandas."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SCHEMA_VERSION = 1
+COLUMNS = [
+    "schema_version", "run_id", "suite", "dataset", "dataset_hash", "family", "method", "sampler", "seed",
+    "metric", "value", "stderr", "metric_status", "reason", "run_status", "n_samples", "nfe", "grad_evals",
+    "flops_per_sample", "wall_s_per_sample", "batch_size", "threads", "train_steps", "train_wall_s",
+    "config_hash", "git_commit", "git_dirty", "versions", "device", "created_at", "meta",
+]
+METRIC_STATUSES = ("ok", "not_applicable", "failed")
+RUN_STATUSES = ("ok", "diverged", "failed")
+PACKAGES = ("torch", "torchvision", "diffusers", "torch-fidelity", "numpy", "scipy", "scikit-learn", "ebmbench")
+
+
+@dataclass
+class MetricValue:
+    """One measured (or honestly not measured) number, before provenance is attached."""
+
+    metric: str
+    value: float | None
+    stderr: float | None = None
+    status: str = "ok"
+    reason: str = ""
+    sampler: str | None = None
+    cost: dict[str, Any] | None = None  # protocol.Cost.to_dict() of the samples measured
+    n_samples: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in METRIC_STATUSES:
+            raise ValueError(f"metric_status {self.status!r}: choose one of {METRIC_STATUSES}")
+        if self.status != "ok" and not self.reason:
+            raise ValueError(f"metric {self.metric!r} is {self.status} but states no reason")
+
+
+def _git(*args: str) -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def provenance(device: str) -> dict[str, Any]:
+    """Git commit (and whether tracked files differ), package versions and the device."""
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": commit,
+        "git_dirty": bool(status) if status is not None else None,
+        "versions": package_versions(),
+        "device": device_name(device),
+    }
+
+
+def make_rows(run: dict[str, Any], values: list[MetricValue]) -> list[dict[str, Any]]:
+    """Tidy rows: the run's fields (ids, status, provenance) joined with each metric value."""
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = []
+    for v in values:
+        cost = v.cost or {}
+        row = {
+            **run,
+            "schema_version": SCHEMA_VERSION, "sampler": v.sampler, "metric": v.metric, "value": v.value,
+            "stderr": v.stderr, "metric_status": v.status, "reason": v.reason, "n_samples": v.n_samples,
+            "nfe": cost.get("nfe"), "grad_evals": cost.get("grad_evals"),
+            "flops_per_sample": cost.get("flops_per_sample"), "wall_s_per_sample": cost.get("wall_s_per_sample"),
+            "batch_size": cost.get("batch_size"), "threads": cost.get("threads", run.get("threads")),
+            "created_at": created, "meta": v.meta,
+        }
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"result row lacks columns {sorted(missing)}")
+        rows.append({k: row[k] for k in COLUMNS})
+    return rows
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to a result record")
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_results(suite_dir: Path | str):  # -> pandas.DataFrame
+    """Every row of every run under ``suite_dir/runs/*/result.json`` as one DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(suite_dir).glob("runs/*/result.json")):
+        rows.extend(json.loads(path.read_text())["rows"])
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def aggregate(suite_dir: Path | str) -> Path:
+    """Write ``results.parquet`` for a suite (meta and versions as JSON strings)."""
+    frame = load_results(suite_dir)
+    flat = frame.copy()
+    for col in ("meta", "versions"):
+        flat[col] = flat[col].map(lambda v: json.dumps(v, sort_keys=True, default=str))
+    out = Path(suite_dir) / "results.parquet"
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".results.", suffix=".parquet")
+    os.close(fd)
+    flat.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,175 @@
+"""One run, one short function per notebook cell: configure, train, sample, evaluate, finish."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ebmbench import config as config_mod
+from ebmbench.builtins import METHODS, load_dataset
+from ebmbench.config import RunConfig
+from ebmbench.data.base import Dataset
+from ebmbench.methods.base import MethodSpec
+from ebmbench.metrics.cost import sample_with_cost
+from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS, Metric, NotApplicable
+from ebmbench.protocol import GenerativeModel, Samples
+from ebmbench.results import MetricValue, atomic_write_json, make_rows, provenance
+from ebmbench.training import TrainResult, load_weights, train
+
+RESULT = "result.json"
+
+
+@dataclass
+class Run:
+    """The state a run's notebook carries from cell to cell."""
+
+    cfg: RunConfig
+    dataset: Dataset
+    spec: MethodSpec
+    model: GenerativeModel
+    run_dir: Path
+    trained: TrainResult | None = None
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    samples: dict[str, Samples] = field(default_factory=dict)
+    values: list[MetricValue] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.trained is None:
+            return "failed"
+        return "ok" if self.trained.status == "ok" else self.trained.status
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.suite / "runs" / cfg.run_id
+
+
+def start(namespace_or_params: dict[str, Any]) -> Run:
+    """Validate parameters (a notebook's globals() or a dict), seed, build data and model."""
+    cfg = config_mod.resolve(config_mod.params_from_namespace(namespace_or_params))
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    dataset = load_dataset(cfg.dataset)
+    spec = METHODS.get(cfg.method)
+    model = spec.build(dataset, cfg.method_params).to(cfg.device)
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {"config_hash": cfg.config_hash, "run_id": cfg.run_id,
+                                                **cfg.to_dict()})
+    return Run(cfg, dataset, spec, model, run_dir)
+
+
+def fit(run: Run, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
+    """Train (resuming from the run's checkpoint), then load the weights that are evaluated."""
+    run.trained, run.ema = train(run.model, run.spec, run.cfg, run.dataset.train, run.run_dir,
+                                 stop_after=stop_after, progress=progress)
+    if run.cfg.eval_weights == "ema":
+        load_weights(run.model, run.ema)
+    run.model.eval()
+    return run.trained
+
+
+def draw_samples(run: Run) -> dict[str, Samples]:
+    """Draw n_eval_samples with each of the method's evaluation samplers, with their cost."""
+    if run.status != "ok":
+        return {}
+    cfg = run.cfg
+    for name, budget in run.spec.eval_samplers(cfg.method_params):
+        generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 1)
+        try:
+            run.samples[name] = sample_with_cost(run.model, cfg.n_eval_samples, sampler=name, budget=budget,
+                                                 generator=generator, batch_size=cfg.eval_batch_size or None)
+        except (FloatingPointError, ValueError, RuntimeError) as err:
+            reason = f"sampler {name!r} failed: {type(err).__name__}: {err}"
+            run.values += [MetricValue(m, None, status="failed", reason=reason, sampler=name)
+                           for m in SAMPLE_METRICS.names()]
+    return run.samples
+
+
+def measure(metric: Metric, *args: Any) -> tuple[str, Any]:
+    """Run one metric; ('ok', result) or ('not_applicable' | 'failed', reason)."""
+    try:
+        return "ok", metric.fn(*args)
+    except NotApplicable as why:
+        return "not_applicable", str(why)
+    except Exception as err:  # a metric that breaks is a failed row, never a silent gap
+        return "failed", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+
+
+def sample_meta(samples: Samples) -> dict[str, Any]:
+    return {"sampler_params": samples.params, "temperature": samples.temperature, "tempered": samples.tempered,
+            "peak_mem_bytes": samples.cost.peak_mem_bytes, **samples.info}
+
+
+def evaluate(run: Run) -> list[MetricValue]:
+    """Every registered metric on every sampler's samples, and every model metric."""
+    if run.status != "ok":
+        return run.values
+    for name, samples in run.samples.items():
+        x = samples.x.detach().float().cpu()
+        for metric in (SAMPLE_METRICS.get(m) for m in SAMPLE_METRICS.names()):
+            status, out = measure(metric, x, run.dataset)
+            run.values.append(to_value(metric.name, status, out, sampler=name, samples=samples))
+    for metric in (MODEL_METRICS.get(m) for m in MODEL_METRICS.names()):
+        status, out = measure(metric, run.model, run.dataset)
+        run.values.append(to_value(metric.name, status, out))
+    return run.values
+
+
+def to_value(name: str, status: str, out: Any, sampler: str | None = None,
+             samples: Samples | None = None) -> MetricValue:
+    cost = samples.cost.to_dict() if samples is not None else None
+    base_meta = sample_meta(samples) if samples is not None else {}
+    if status != "ok":
+        return MetricValue(name, None, status=status, reason=out, sampler=sampler, cost=cost, meta=base_meta)
+    value, stderr, meta = out
+    return MetricValue(name, value, stderr, sampler=sampler, cost=cost, n_samples=meta.get("n"),
+                       meta={**base_meta, **meta})
+
+
+def run_fields(cfg: RunConfig, dataset_hash: str, run_status: str, trained: TrainResult | None,
+               family: str) -> dict[str, Any]:
+    return {
+        "run_id": cfg.run_id, "suite": cfg.suite, "dataset": cfg.dataset, "dataset_hash": dataset_hash,
+        "family": family, "method": cfg.method, "seed": cfg.seed, "run_status": run_status,
+        "train_steps": trained.steps if trained else 0, "train_wall_s": trained.wall_s if trained else None,
+        "threads": cfg.threads, "config_hash": cfg.config_hash, **provenance(cfg.device),
+    }
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Write result.json, the completion marker: metric rows, or one row saying why there are none."""
+    values = run.values
+    if run.status != "ok":
+        reason = run.trained.reason if run.trained else "training did not run"
+        step = run.trained.steps if run.trained else 0
+        values = [MetricValue("run", None, status="failed", reason=f"{run.status} at step {step}: {reason}")]
+    fields = run_fields(run.cfg, run.dataset.content_hash, run.status, run.trained, run.spec.family)
+    record = {"schema_version": 1, "run_id": run.cfg.run_id, "run_status": run.status,
+              "rows": make_rows(fields, values), "weights": run.cfg.eval_weights}
+    atomic_write_json(run.run_dir / RESULT, record)
+    return record
+
+
+def failed_record(params: dict[str, Any], run_dir: Path, error: str, family: str = "") -> dict[str, Any]:
+    """The record of a run whose notebook raised: one row with the error, so it is never a gap."""
+    cfg = config_mod.resolve(params)
+    fields = run_fields(cfg, "", "failed", None, family or METHODS.get(cfg.method).family)
+    value = MetricValue("run", None, status="failed", reason=error)
+    record = {"schema_version": 1, "run_id": cfg.run_id, "run_status": "failed",
+              "rows": make_rows(fields, [value])}
+    atomic_write_json(run_dir / RESULT, record)
+    return record
+
+
+def table(run: Run):  # -> pandas.DataFrame
+    """The run's rows as a small DataFrame for display in its notebook."""
+    import pandas as pd
+
+    rows = [{"sampler": v.sampler, "metric": v.metric, "value": v.value, "stderr": v.stderr, "status": v.status,
+             "nfe": (v.cost or {}).get("nfe"), "reason": v.reason[:80]} for v in run.values]
+    return pd.DataFrame(rows)

@@ -1,0 +1,101 @@
+"""Unadjusted Langevin dynamics on an energy: x <- x - eps * grad E(x) + sqrt(2 eps T) * xi."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
+
+Energy = Callable[[Tensor], Tensor]
+
+
+def energy_and_grad(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
+    """E(x) and its input gradient, without touching parameter gradients."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        # A view makes the input a non-leaf: torch 2.14's FlopCounterMode raises inside
+        # autograd.grad on leaves (DESIGN.md, known traps), and FLOPs are counted here.
+        x_in = leaf.view_as(leaf)
+        e = energy(x_in)
+        if not torch.isfinite(e).all():
+            raise FloatingPointError("non-finite energy during Langevin sampling (NaN or inf in E(x))")
+        (grad,) = torch.autograd.grad(e.sum(), x_in)
+    return e.detach(), grad
+
+
+def clip_per_sample(grad: Tensor, max_norm: float) -> Tensor:
+    """Rescale each sample's gradient to norm <= max_norm (0 disables clipping)."""
+    if max_norm <= 0:
+        return grad
+    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+    scale = (max_norm / norms).clamp(max=1.0)
+    return grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+
+
+@dataclass
+class ChainStats:
+    """Diagnostics of one Langevin run: energies at start and end, mean gradient norm."""
+
+    energy_start: float
+    energy_end: float
+    grad_norm: float
+
+
+def ula(
+    energy: Energy,
+    x: Tensor,
+    *,
+    steps: int,
+    eps: float,
+    temperature: float,
+    generator: torch.Generator,
+    box: Box,
+    support_mode: str = "clamp",
+    grad_clip: float = 0.0,
+) -> tuple[Tensor, ChainStats]:
+    """Unadjusted Langevin algorithm (Roberts & Tweedie 1996; as used by Du & Mordatch 2019)."""
+    noise_scale = (2.0 * eps * temperature) ** 0.5
+    e0, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
+    for _ in range(steps):
+        e, grad = energy_and_grad(energy, x)
+        e0 = e if e0 is None else e0
+        grad = clip_per_sample(grad, grad_clip)
+        grad_norm_sum += grad.flatten(1).norm(dim=1).mean()
+        xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = box.project(x.detach() - eps * grad + noise_scale * xi, support_mode)
+    stats = ChainStats(
+        energy_start=float(e0.mean()) if e0 is not None else float("nan"),
+        energy_end=float(e.mean()) if e is not None else float("nan"),
+        grad_norm=float(grad_norm_sum) / max(steps, 1),
+    )
+    return x.detach(), stats
+
+
+def langevin(
+    model: GenerativeModel,
+    n: int,
+    generator: torch.Generator,
+    steps: int = 100,
+    eps: float = 0.01,
+    temperature: float = 1.0,
+    support_mode: str = "clamp",
+    grad_clip: float = 0.0,
+) -> SamplerOutput:
+    """Fresh ULA chains of ``steps`` steps from uniform noise on the support."""
+    x0 = model.support.uniform(n, generator, model.device)
+    x, stats = ula(
+        model.energy, x0, steps=steps, eps=eps, temperature=temperature, generator=generator,
+        box=model.support, support_mode=support_mode, grad_clip=grad_clip,
+    )
+    info = {"init": "uniform on support", **stats.__dict__}
+    return SamplerOutput(x, nfe=steps, info=info, temperature=temperature)
+
+
+SAMPLERS.register(
+    "langevin",
+    SamplerSpec("langevin", requires="energy", fn=langevin, cite="Roberts & Tweedie 1996 (ULA)"),
+)

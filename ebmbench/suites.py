@@ -1,0 +1,173 @@
+"""Suite files -> runs; serial execution of each run's notebook with papermill; skip finished runs."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ebmbench import config as config_mod
+from ebmbench.builtins import METHODS
+from ebmbench.results import aggregate, read_result, provenance
+from ebmbench.run import RESULT, failed_record, run_dir_for
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR, NOTEBOOKS_DIR = ROOT / "suites", ROOT / "notebooks"
+SUITE_KEYS = {"name", "description", "defaults", "runs"}
+ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params"}
+
+
+class SuiteError(ValueError):
+    """A suite file that does not validate; the message names the file, the entry and the key."""
+
+
+@dataclass
+class RunSpec:
+    """One run of a suite: its validated flat parameters and the notebook that executes it."""
+
+    params: dict[str, Any]
+    cfg: config_mod.RunConfig
+    notebook: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_for(self.cfg)
+
+
+def suite_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise SuiteError(f"suite file {path} does not exist")
+        return path
+    path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
+        raise SuiteError(f"unknown suite {name_or_path!r}; choose one of: {known} (or pass a .yaml path)")
+    return path
+
+
+def _check_keys(where: str, d: Any, allowed: set[str]) -> None:
+    if not isinstance(d, dict):
+        raise SuiteError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _list(where: str, entry: dict, key: str) -> list:
+    value = entry.get(key)
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{where}: {key!r} must be a non-empty list")
+    return value
+
+
+def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[str, Any] | None = None
+               ) -> tuple[str, list[RunSpec]]:
+    """Parse and validate a suite file into runs; every run's parameters are validated up front."""
+    path = suite_path(name_or_path)
+    doc = yaml.safe_load(path.read_text()) or {}
+    _check_keys(str(path), doc, SUITE_KEYS)
+    name = doc.get("name") or path.stem
+    defaults = doc.get("defaults") or {}
+    _check_keys(f"{path}: defaults", defaults, set(defaults))
+    runs: list[RunSpec] = []
+    for i, entry in enumerate(doc.get("runs") or []):
+        where = f"{path}: runs[{i}]"
+        _check_keys(where, entry, ENTRY_KEYS)
+        per_method = entry.get("method_params") or {}
+        _check_keys(f"{where}.method_params", per_method, set(entry.get("methods") or []))
+        combos = itertools.product(_list(where, entry, "datasets"), _list(where, entry, "methods"),
+                                   entry.get("seeds", [0]))
+        for dataset, method, seed in combos:
+            params = {**defaults, **(entry.get("params") or {}), **per_method.get(method, {}),
+                      "dataset": dataset, "method": method, "seed": seed, "suite": name,
+                      "results_dir": str(Path(results_dir).resolve()), **(overrides or {})}
+            try:
+                cfg = config_mod.resolve(params)
+            except (config_mod.ConfigError, KeyError) as err:
+                raise SuiteError(f"{where} ({dataset}, {method}, seed {seed}): {err}") from None
+            runs.append(RunSpec(params, cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook))
+    if not runs:
+        raise SuiteError(f"{path}: the suite lists no runs")
+    ids = [r.cfg.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")
+    return name, runs
+
+
+def is_finished(spec: RunSpec, commit: str) -> bool:
+    """Finished = a result with status ok or diverged from the same config hash and code commit."""
+    record = read_result(spec.run_dir)
+    if not record or record.get("run_status") not in ("ok", "diverged"):
+        return False
+    row = record["rows"][0]
+    return row["config_hash"] == spec.cfg.config_hash and row["git_commit"] == commit
+
+
+def execute(spec: RunSpec, *, timeout_s: int | None = None) -> str:
+    """Execute one run's notebook with papermill; returns the run status it ended with."""
+    import papermill as pm
+
+    run_dir = spec.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESULT).unlink(missing_ok=True)
+    try:
+        pm.execute_notebook(str(spec.notebook), str(run_dir / "notebook.ipynb"), parameters=spec.params,
+                            progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
+                            cwd=str(NOTEBOOKS_DIR))
+    except pm.PapermillExecutionError as err:
+        failed_record(spec.params, run_dir, f"notebook raised {err.ename}: {err.evalue}")
+        return "failed"
+    except Exception as err:  # kernel death, timeout: papermill does not mark these as cell errors
+        failed_record(spec.params, run_dir, f"notebook did not complete: {type(err).__name__}: {err}")
+        return "failed"
+    record = read_result(run_dir)
+    if record is None:
+        failed_record(spec.params, run_dir, "the notebook ended without writing result.json (its last cell)")
+        return "failed"
+    return record["run_status"]
+
+
+@dataclass
+class SuiteSummary:
+    """What a suite execution did, by run id."""
+
+    name: str
+    statuses: dict[str, str]
+    wall_s: float
+    suite_dir: Path
+
+    @property
+    def failed(self) -> list[str]:
+        return [k for k, v in self.statuses.items() if v == "failed"]
+
+    def lines(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for status in self.statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        out = [f"suite {self.name}: {len(self.statuses)} runs in {self.wall_s:.0f} s: "
+               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))]
+        out += [f"  failed: {run_id}" for run_id in self.failed]
+        out += [f"  diverged: {k}" for k, v in self.statuses.items() if v == "diverged"]
+        return out
+
+
+def run_suite(runs: list[RunSpec], name: str, *, progress: bool = True) -> SuiteSummary:
+    """Execute every run serially (skipping finished ones), then aggregate results.parquet."""
+    from tqdm.auto import tqdm
+
+    commit = provenance("cpu")["git_commit"]
+    t0, statuses = time.perf_counter(), {}
+    for spec in tqdm(runs, desc=f"suite {name}", unit="run", disable=not progress):
+        if is_finished(spec, commit):
+            statuses[spec.cfg.run_id] = "skipped (finished)"
+            continue
+        statuses[spec.cfg.run_id] = execute(spec)
+    suite_dir = runs[0].run_dir.parent.parent
+    aggregate(suite_dir)
+    return SuiteSummary(name, statuses, time.perf_counter() - t0, suite_dir)

@@ -1,0 +1,133 @@
+"""One training loop for every method: steps, EMA, checkpoint/resume, divergence guard, curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ebmbench.config import RunConfig
+from ebmbench.methods.base import MethodSpec
+from ebmbench.protocol import GenerativeModel
+from ebmbench.results import atomic_torch_save, atomic_write_text
+
+CHECKPOINT = "checkpoint.pt"
+CURVES = "curves.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """How training ended: ok, diverged (with step and reason) or interrupted (resumable)."""
+
+    status: str
+    steps: int
+    wall_s: float
+    reason: str = ""
+
+
+def ema_update(ema: dict[str, Tensor], model: GenerativeModel, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * theta, parameters only.
+
+    By hand rather than torch.optim.swa_utils.AveragedModel: that keeps a full model copy
+    whose buffers (here the EBM replay buffer) would go stale or be averaged.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            ema[name].lerp_(p.detach(), 1.0 - decay)
+
+
+def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:
+    """Overwrite the model's parameters with ``weights`` (e.g. the EMA), keeping its buffers."""
+    model.load_state_dict({**model.state_dict(), **weights})
+
+
+def divergence(loss: float, max_loss: float) -> str:
+    """The reason training must stop, or '' when the loss is acceptable."""
+    if not math.isfinite(loss):
+        return f"non-finite loss ({loss})"
+    if abs(loss) > max_loss:
+        return f"|loss| = {abs(loss):.3g} exceeds max_loss = {max_loss:.3g}"
+    return ""
+
+
+def save_checkpoint(path: Path, step: int, model, optimizer, ema, generator, wall_s: float) -> None:
+    atomic_torch_save(path, {
+        "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s,
+    })
+
+
+def truncate_curves(path: Path, step: int) -> None:
+    """Drop curve records after ``step`` (written after the last checkpoint, before a crash)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def train(
+    model: GenerativeModel,
+    spec: MethodSpec,
+    cfg: RunConfig,
+    data: Tensor,
+    run_dir: Path,
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> tuple[TrainResult, dict[str, Tensor]]:
+    """Train ``model`` on ``data`` rows; resumes from ``run_dir/checkpoint.pt`` when present.
+
+    ``stop_after`` ends the process-equivalent early (tests simulate a crash with it).
+    Returns how training ended and the EMA weights.
+    """
+    device = model.device
+    data = data.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    ema = {n: p.detach().clone() for n, p in model.named_parameters()}
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    ckpt_path, curves_path = run_dir / CHECKPOINT, run_dir / CURVES
+    start, wall_before = 0, 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        ema = ckpt["ema"]
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start, wall_before = ckpt["step"], ckpt["wall_s"]
+        truncate_curves(curves_path, start)
+    elif curves_path.exists():
+        curves_path.unlink()
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(range(start, cfg.train_steps), initial=start, total=cfg.train_steps, disable=not progress,
+               desc=f"{cfg.method} on {cfg.dataset}")
+    for step in bar:
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=generator, device=device)
+        loss_per_sample, diag = spec.objective(model, data[idx], generator, cfg.method_params)
+        loss = loss_per_sample.mean()
+        reason = divergence(float(loss.detach()), cfg.max_loss)
+        if reason:
+            return TrainResult("diverged", step, wall_before + time.perf_counter() - t0, reason), ema
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema_update(ema, model, cfg.ema_decay)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.train_steps:
+            record = {"step": done, **diag, "wall_s": wall_before + time.perf_counter() - t0}
+            with curves_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
+            save_checkpoint(ckpt_path, done, model, optimizer, ema, generator,
+                            wall_before + time.perf_counter() - t0)
+        if stop_after is not None and done >= stop_after and done < cfg.train_steps:
+            return TrainResult("interrupted", done, wall_before + time.perf_counter() - t0), ema
+    model.eval()
+    return TrainResult("ok", cfg.train_steps, wall_before + time.perf_counter() - t0), ema

@@ -1,0 +1,44 @@
+"""Shared fixtures: small models and datasets that every test can build in milliseconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ebmbench.data.base import Dataset
+from ebmbench.methods.ebm import EBM, PCDParams
+from ebmbench.protocol import Box
+
+
+class QuadraticEnergy(nn.Module):
+    """E(x) = 0.5 (x - mu)^T P (x - mu): the energy of N(mu, P^-1)."""
+
+    def __init__(self, mu: Tensor, precision: Tensor) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(mu.clone())
+        self.register_buffer("precision", precision.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = x.flatten(1) - self.mu
+        return 0.5 * ((d @ self.precision) * d).sum(dim=1)
+
+
+@pytest.fixture
+def gaussian_ebm():
+    """An EBM whose energy is a 2D Gaussian with covariance diag(1, 0.25), on a wide box."""
+
+    def make(mu=(0.5, -1.0), var=(1.0, 0.25)) -> EBM:
+        precision = torch.diag(1.0 / torch.tensor(var))
+        net = QuadraticEnergy(torch.tensor(mu), precision)
+        return EBM(net, Box(-50.0, 50.0, (2,)), PCDParams(buffer_size=16))
+
+    return make
+
+
+@pytest.fixture
+def tiny_dataset():
+    """A 2D Gaussian dataset with fixed splits (no exact density attached)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 2, generator=g)
+    return Dataset("tiny", x[:400], x[400:500], x[500:], Box(-6.0, 6.0, (2,)), "continuous")

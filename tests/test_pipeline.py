@@ -1,0 +1,147 @@
+"""The run pipeline end to end: resume equality, divergence rows, failed notebooks, the smoke suite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from ebmbench import cli, run, suites
+from ebmbench.results import COLUMNS, load_results
+
+TINY = {"train_steps": 20, "checkpoint_every": 10, "log_every": 5, "batch_size": 32, "n_eval_samples": 64,
+        "threads": 1}
+TINY_METHOD = {"pcd_ebm": {"buffer_size": 256, "langevin_steps": 5, "sample_steps": 10},
+               "ddpm": {"ddpm_steps": 20, "ddim_steps": 5, "num_train_timesteps": 100}}
+
+
+def tiny_run(tmp_path: Path, method: str, suite: str, **extra) -> run.Run:
+    params = {"dataset": "eight_gaussians", "method": method, "suite": suite, "results_dir": str(tmp_path),
+              **TINY, **TINY_METHOD[method], **extra}
+    return run.start(params)
+
+
+def values(r: run.Run) -> dict:
+    return {(v.sampler, v.metric): (v.value, v.status) for v in r.values}
+
+
+@pytest.mark.parametrize("method", ["pcd_ebm", "ddpm"])
+def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, method):
+    full = tiny_run(tmp_path, method, "full")
+    run.fit(full, progress=False)
+    run.draw_samples(full)
+    run.evaluate(full)
+
+    first = tiny_run(tmp_path, method, "resumed")
+    assert run.fit(first, stop_after=15, progress=False).status == "interrupted"  # "crash" after step 15
+    again = tiny_run(tmp_path, method, "resumed")  # a new process: rebuilt from the step-10 checkpoint
+    assert run.fit(again, progress=False).status == "ok"
+    run.draw_samples(again)
+    run.evaluate(again)
+
+    assert values(again) == values(full)
+    curves = [json.loads(ln)["step"] for ln in (again.run_dir / "curves.jsonl").read_text().splitlines()]
+    assert curves == [5, 10, 15, 20]  # records after the checkpoint were replayed, not duplicated
+
+
+def test_divergence_is_a_row_with_its_step_and_reason(tmp_path):
+    r = tiny_run(tmp_path, "pcd_ebm", "div", max_loss=1e-9)
+    assert run.fit(r, progress=False).status == "diverged"
+    run.draw_samples(r)
+    run.evaluate(r)
+    record = run.finish(r)
+    assert record["run_status"] == "diverged"
+    (row,) = record["rows"]
+    assert row["run_status"] == "diverged" and "diverged at step 0" in row["reason"]
+    assert "exceeds max_loss" in row["reason"]
+
+
+def test_finished_run_writes_tidy_rows(tmp_path):
+    r = tiny_run(tmp_path, "pcd_ebm", "rows")
+    run.fit(r, progress=False)
+    run.draw_samples(r)
+    run.evaluate(r)
+    run.finish(r)
+    frame = load_results(tmp_path / "rows")
+    assert list(frame.columns) == COLUMNS
+    assert set(frame.sampler.dropna()) == {"langevin", "replay_buffer"}
+    nll = frame[frame.metric == "nll_heldout"].iloc[0]
+    assert nll.metric_status == "ok" and nll.meta["likelihood_kind"] == "exact"
+    assert nll.meta["quadrature_error"] < 1e-3
+    lang = frame[(frame.sampler == "langevin") & (frame.metric == "mmd2")].iloc[0]
+    assert lang.nfe == 10 and lang.grad_evals == 10 and lang.flops_per_sample > 0
+    assert lang.meta["floor"] is not None and lang.n_samples == 64
+    buf = frame[(frame.sampler == "replay_buffer") & (frame.metric == "mmd2")].iloc[0]
+    assert buf.meta["amortized_nfe"] > 0 and buf.nfe == 0
+
+
+def test_digits_metrics_without_a_density_say_why(tmp_path):
+    r = run.start({"dataset": "digits", "method": "ddpm", "suite": "dig", "results_dir": str(tmp_path),
+                   **TINY, **TINY_METHOD["ddpm"]})
+    run.fit(r, progress=False)
+    run.draw_samples(r)
+    run.evaluate(r)
+    by_metric = {(v.sampler, v.metric): v for v in r.values}
+    assert by_metric[("ddim", "mode_coverage")].status == "not_applicable"
+    assert "no exact density" in by_metric[("ddim", "mode_coverage")].reason
+    assert by_metric[(None, "nll_heldout")].status == "not_applicable"
+    assert "needs capability 'energy'" in by_metric[(None, "nll_heldout")].reason
+    assert by_metric[("ddim", "mmd2")].status == "ok" and by_metric[("ddim", "mmd2")].n_samples == 64
+
+
+def planted_notebooks(tmp_path: Path) -> Path:
+    """A copy of the notebooks in which the EBM notebook raises in a cell after training."""
+    nb_dir = tmp_path / "notebooks"
+    shutil.copytree(suites.NOTEBOOKS_DIR, nb_dir)
+    nb = nbformat.read(nb_dir / "train_ebm.ipynb", as_version=4)
+    nb.cells.insert(5, nbformat.v4.new_code_cell('raise RuntimeError("planted failure")'))
+    nbformat.write(nb, nb_dir / "train_ebm.ipynb")
+    return nb_dir
+
+
+def test_failing_notebook_is_a_failed_row_and_nonzero_exit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(suites, "NOTEBOOKS_DIR", planted_notebooks(tmp_path))
+    suite = tmp_path / "planted.yaml"
+    suite.write_text(yaml.safe_dump({"name": "planted", "defaults": {**TINY, "train_steps": 5},
+                                     "runs": [{"datasets": ["eight_gaussians"], "methods": ["pcd_ebm", "ddpm"],
+                                               "method_params": TINY_METHOD}]}))
+    code = cli.main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--no-report"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 failed, 1 ok" in out and "failed: eight_gaussians__pcd_ebm" in out
+    frame = load_results(tmp_path / "res" / "planted")
+    failed = frame[frame.run_status == "failed"]
+    assert len(failed) == 1 and "planted failure" in failed.iloc[0].reason
+    assert (frame[frame.method == "ddpm"].run_status == "ok").all()  # the suite went on
+
+
+def test_smoke_suite_runs_every_notebook_and_the_report(tmp_path, capsys):
+    res = tmp_path / "res"
+    assert cli.main(["run", "smoke", "--results-dir", str(res)]) == 0
+    out = capsys.readouterr().out
+    suite_dir = res / "smoke"
+    assert "report: " in out and (suite_dir / "report.html").stat().st_size > 10_000
+    assert (suite_dir / "figures" / "quality_vs_cost.png").exists()
+    frame = pd.read_parquet(suite_dir / "results.parquet")
+    assert (frame.run_status == "ok").all() and set(frame.method) == {"pcd_ebm", "ddpm"}
+    for run_dir in (suite_dir / "runs").iterdir():
+        for name in ("config.json", "curves.jsonl", "result.json", "checkpoint.pt", "samples.png",
+                     "notebook.ipynb"):
+            assert (run_dir / name).exists(), (run_dir.name, name)
+    # a second invocation skips every finished run
+    assert cli.main(["run", "smoke", "--results-dir", str(res), "--no-report"]) == 0
+    assert "skipped (finished)" in capsys.readouterr().out
+
+
+def test_cli_list_and_dry_run(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "method pcd_ebm" in out and "sampler ddim" in out and "eight_gaussians" in out
+    assert cli.main(["run", "quick", "--dry-run"]) == 0
+    assert "digits__ddpm__s2" in capsys.readouterr().out
+    assert cli.main(["run", "nope"]) == 2
