@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import cache, partial
 
 import ebmbench.methods.diffusion  # noqa: F401  (registers ddpm)
 import ebmbench.methods.ebm  # noqa: F401  (registers pcd_ebm, replay_buffer)
@@ -23,7 +23,7 @@ DATASETS.register("digits", digits_dataset)
 DATASETS.register("digits_binary", partial(digits_dataset, binarized=True))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_dataset(name: str) -> Dataset:
     """The named dataset, built once per process."""
     return DATASETS.get(name)()

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ def provenance(device: str) -> dict[str, Any]:
 
 def make_rows(run: dict[str, Any], values: list[MetricValue]) -> list[dict[str, Any]]:
     """Tidy rows: the run's fields (ids, status, provenance) joined with each metric value."""
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     rows = []
     for v in values:
         cost = v.cost or {}
@@ -107,6 +107,14 @@ def make_rows(run: dict[str, Any], values: list[MetricValue]) -> list[dict[str, 
     return rows
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give a temporary file the permissions of a normally created one, then rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     path = Path(path)
@@ -117,7 +125,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -134,7 +142,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -176,5 +184,5 @@ def aggregate(suite_dir: Path | str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".results.", suffix=".parquet")
     os.close(fd)
     flat.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    _publish(tmp, out)
     return out

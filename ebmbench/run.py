@@ -148,9 +148,13 @@ def finish(run: Run) -> dict[str, Any]:
         reason = run.trained.reason if run.trained else "training did not run"
         step = run.trained.steps if run.trained else 0
         values = [MetricValue("run", None, status="failed", reason=f"{run.status} at step {step}: {reason}")]
+    weights = (f"EMA (decay {run.cfg.ema_decay}) at step {run.trained.steps}" if run.cfg.eval_weights == "ema"
+               else f"raw weights at step {run.trained.steps}") if run.trained else "none"
+    for v in values:
+        v.meta["weights"] = weights
     fields = run_fields(run.cfg, run.dataset.content_hash, run.status, run.trained, run.spec.family)
     record = {"schema_version": 1, "run_id": run.cfg.run_id, "run_status": run.status,
-              "rows": make_rows(fields, values), "weights": run.cfg.eval_weights}
+              "rows": make_rows(fields, values), "weights": weights}
     atomic_write_json(run.run_dir / RESULT, record)
     return record
 

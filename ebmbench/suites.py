@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,24 @@ import yaml
 
 from ebmbench import config as config_mod
 from ebmbench.builtins import METHODS
-from ebmbench.results import aggregate, read_result, provenance
+from ebmbench.results import aggregate, provenance, read_result
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR, NOTEBOOKS_DIR = ROOT / "suites", ROOT / "notebooks"
 SUITE_KEYS = {"name", "description", "defaults", "runs"}
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params"}
+
+
+class _KnownParameters(logging.Filter):
+    """Drop papermill's 'Passed unknown parameter' warning: a notebook's parameters cell lists the
+    common ones only, and every parameter was already validated by ``config.resolve``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Passed unknown parameter" not in record.getMessage()
+
+
+logging.getLogger("papermill").addFilter(_KnownParameters())
 
 
 class SuiteError(ValueError):

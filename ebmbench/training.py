@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ebmbench.config import RunConfig
-from ebmbench.methods.base import MethodSpec
+from ebmbench.methods.base import MethodSpec, training_step
 from ebmbench.protocol import GenerativeModel
 from ebmbench.results import atomic_torch_save, atomic_write_text
 
@@ -47,18 +47,21 @@ def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:
     model.load_state_dict({**model.state_dict(), **weights})
 
 
-def divergence(loss: float, max_loss: float) -> str:
-    """The reason training must stop, or '' when the loss is acceptable."""
-    if not math.isfinite(loss):
-        return f"non-finite loss ({loss})"
+def divergence(diag: dict[str, float], max_loss: float) -> str:
+    """The reason training must stop (a non-finite diagnostic, a loss too large), or ''."""
+    bad = sorted(k for k, v in diag.items() if not math.isfinite(v))
+    if bad:
+        return f"non-finite {', '.join(bad)} ({', '.join(str(diag[k]) for k in bad)})"
+    loss = diag["loss"]
     if abs(loss) > max_loss:
         return f"|loss| = {abs(loss):.3g} exceeds max_loss = {max_loss:.3g}"
     return ""
 
 
-def save_checkpoint(path: Path, step: int, model, optimizer, ema, generator, wall_s: float) -> None:
+def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wall_s: float) -> None:
     atomic_torch_save(path, {
-        "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
+        "step": step, "model": model.state_dict(), "ema": ema,
+        "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s,
     })
 
@@ -87,7 +90,8 @@ def train(
     """
     device = model.device
     data = data.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    step_fn, make_optimizers = training_step(spec)
+    optimizers = make_optimizers(model, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
     ema = {n: p.detach().clone() for n, p in model.named_parameters()}
     generator = torch.Generator(device).manual_seed(cfg.seed)
     ckpt_path, curves_path = run_dir / CHECKPOINT, run_dir / CURVES
@@ -95,7 +99,8 @@ def train(
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        for k, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][k])
         ema = ckpt["ema"]
         generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -107,25 +112,24 @@ def train(
     model.train()
     bar = tqdm(range(start, cfg.train_steps), initial=start, total=cfg.train_steps, disable=not progress,
                desc=f"{cfg.method} on {cfg.dataset}")
+
+    def next_batch() -> Tensor:
+        return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=device)]
+
     for step in bar:
-        idx = torch.randint(len(data), (cfg.batch_size,), generator=generator, device=device)
-        loss_per_sample, diag = spec.objective(model, data[idx], generator, cfg.method_params)
-        loss = loss_per_sample.mean()
-        reason = divergence(float(loss.detach()), cfg.max_loss)
-        if reason:
+        diag = step_fn(model, next_batch, optimizers, generator, cfg.method_params)
+        reason = divergence(diag, cfg.max_loss)
+        if reason:  # nothing after the last good checkpoint is kept
             return TrainResult("diverged", step, wall_before + time.perf_counter() - t0, reason), ema
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         ema_update(ema, model, cfg.ema_decay)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.train_steps:
             record = {"step": done, **diag, "wall_s": wall_before + time.perf_counter() - t0}
             with curves_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            bar.set_postfix(loss=f"{diag['loss']:.4g}")
         if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
-            save_checkpoint(ckpt_path, done, model, optimizer, ema, generator,
+            save_checkpoint(ckpt_path, done, model, optimizers, ema, generator,
                             wall_before + time.perf_counter() - t0)
         if stop_after is not None and done >= stop_after and done < cfg.train_steps:
             return TrainResult("interrupted", done, wall_before + time.perf_counter() - t0), ema

@@ -42,3 +42,12 @@ def tiny_dataset():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 2, generator=g)
     return Dataset("tiny", x[:400], x[400:500], x[500:], Box(-6.0, 6.0, (2,)), "continuous")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Small tensors run faster on one thread on a 2-core machine; runs record their own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ebmbench.metrics.cost import flops_per_sample, sample_with_cost
 from ebmbench.methods.ebm import EBM, PCDParams
+from ebmbench.metrics.cost import flops_per_sample, sample_with_cost
 from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.protocol import SAMPLERS, Box, SamplerOutput, SamplerSpec
 from ebmbench.samplers.langevin import energy_and_grad

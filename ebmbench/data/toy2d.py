@@ -100,7 +100,8 @@ class ToyDensity(ABC):
     box: ClassVar[Box]
 
     def __init__(self, weights: Tensor, component_mode: Tensor) -> None:
-        self.weights = (weights / weights.sum()).to(torch.float64)
+        weights = weights.to(torch.float64)
+        self.weights = weights / weights.sum()
         self.log_weights = self.weights.log()
         self.component_mode = component_mode.to(torch.int64)
         self.n_modes = int(self.component_mode.max()) + 1
@@ -269,14 +270,14 @@ class Rings(IsotropicMixture):
                                0.0, 2 * math.pi, _SPACING * self.STD, closed=True)
             means.append(pts)
             modes.append(torch.full((len(pts),), i))
-            weights.append(torch.full((len(pts),), 1.0 / len(pts)))  # equal mass per ring
+            weights.append(torch.full((len(pts),), 1.0 / len(pts), dtype=torch.float64))  # equal mass per ring
         super().__init__(torch.cat(means), self.STD, torch.cat(modes), torch.cat(weights))
 
 
 def _equal_curves(curves: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Stack component means of several curves, each curve one mode with equal total mass."""
     modes = torch.cat([torch.full((len(c),), i) for i, c in enumerate(curves)])
-    weights = torch.cat([torch.full((len(c),), 1.0 / len(c)) for c in curves])
+    weights = torch.cat([torch.full((len(c),), 1.0 / len(c), dtype=torch.float64) for c in curves])
     return torch.cat(curves), modes, weights
 
 
@@ -357,7 +358,7 @@ class Checkerboard(ToyDensity):
         k = self._draw_components(n, generator)
         u = torch.rand(n, 2, generator=generator, device=dev, dtype=dt)
         noise = torch.randn(n, 2, generator=generator, device=dev, dtype=dt)
-        return self.corners.to(dev)[k] + u + self.STD * noise
+        return self.corners.to(dev)[k] + u + 1.1 * self.STD * noise
 
     def outside_mass_bound(self) -> float:
         tails = _box_tail_bound(self.corners, self.corners + 1.0, self.STD, self.box)

@@ -1,4 +1,4 @@
-"""Method = objective + model builder + default samplers for one family member."""
+"""Method = objective (or a whole training step) + model builder + evaluation samplers."""
 
 from __future__ import annotations
 
@@ -15,20 +15,66 @@ from ebmbench.registry import Registry
 
 # (model, x batch, generator, params) -> (per-sample loss, diagnostics of floats)
 Objective = Callable[[GenerativeModel, Tensor, torch.Generator, Any], tuple[Tensor, dict[str, float]]]
+# (model, next_batch, optimizers by name, generator, params) -> diagnostics (must include "loss")
+TrainStep = Callable[
+    [GenerativeModel, Callable[[], Tensor], dict[str, torch.optim.Optimizer], torch.Generator, Any],
+    dict[str, float],
+]
+# (model, lr, betas) -> optimizers by name
+MakeOptimizers = Callable[[GenerativeModel, float, tuple[float, float]], dict[str, torch.optim.Optimizer]]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One registered method; ``params`` is the dataclass of its own parameters."""
+    """One registered method; ``params`` is the dataclass of its own parameters.
+
+    Most methods give an ``objective`` and get the default step (one Adam over all
+    parameters). Methods with several players (GANs) give ``optimizers`` and a
+    ``train_step`` that does the whole update; the trainer checkpoints every optimizer.
+    """
 
     name: str
     family: str
     params: type
     build: Callable[[Dataset, Any], GenerativeModel]
-    objective: Objective
     eval_samplers: Callable[[Any], list[tuple[str, dict[str, Any]]]]
     notebook: str
     cite: str
+    objective: Objective | None = None
+    train_step: TrainStep | None = None
+    optimizers: MakeOptimizers | None = None
+
+    def __post_init__(self) -> None:
+        if (self.objective is None) == (self.train_step is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of objective and train_step")
+        if self.train_step is not None and self.optimizers is None:
+            raise ValueError(f"method {self.name!r}: a custom train_step needs its optimizers")
+
+
+def single_adam(model: GenerativeModel, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
+    """The default: one Adam over every parameter."""
+    return {"model": torch.optim.Adam(model.parameters(), lr=lr, betas=betas)}
+
+
+def objective_step(objective: Objective) -> TrainStep:
+    """The default training step: minimize the mean of ``objective`` with the single optimizer."""
+
+    def step(model, next_batch, optimizers, generator, params) -> dict[str, float]:
+        loss_per_sample, diag = objective(model, next_batch(), generator, params)
+        loss = loss_per_sample.mean()
+        (optimizer,) = optimizers.values()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), **diag}
+
+    return step
+
+
+def training_step(spec: MethodSpec) -> tuple[TrainStep, MakeOptimizers]:
+    if spec.train_step is not None:
+        return spec.train_step, spec.optimizers  # type: ignore[return-value]
+    return objective_step(spec.objective), spec.optimizers or single_adam  # type: ignore[arg-type]
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
