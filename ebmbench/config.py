@@ -39,6 +39,9 @@ class RunConfig:
     checkpoint_every: int = 250  # steps between checkpoints (resume point)
     log_every: int = 25  # steps between curve records
     max_loss: float = 1e6  # divergence guard: |loss| above this stops the run
+    max_energy: float = 1e6  # divergence guard: |mean energy| above this stops the run
+    max_grad_norm: float = 1e8  # divergence guard: parameter gradient norm above this stops the run
+    grad_clip: float = 0.0  # clip the parameter gradient norm to this (0 = off)
     n_eval_samples: int = 1000  # samples drawn per evaluation sampler
     eval_batch_size: int = 0  # batch for sampling at evaluation (0 = all at once)
     method_params: Any = field(default=None)  # the method's parameter dataclass

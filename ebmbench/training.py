@@ -47,14 +47,16 @@ def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:
     model.load_state_dict({**model.state_dict(), **weights})
 
 
-def divergence(diag: dict[str, float], max_loss: float) -> str:
-    """The reason training must stop (a non-finite diagnostic, a loss too large), or ''."""
+def divergence(diag: dict[str, float], cfg: RunConfig) -> str:
+    """The reason training must stop (a non-finite diagnostic; loss, energy or gradient beyond its bound), or ''."""
     bad = sorted(k for k, v in diag.items() if not math.isfinite(v))
     if bad:
         return f"non-finite {', '.join(bad)} ({', '.join(str(diag[k]) for k in bad)})"
-    loss = diag["loss"]
-    if abs(loss) > max_loss:
-        return f"|loss| = {abs(loss):.3g} exceeds max_loss = {max_loss:.3g}"
+    bounds = [("loss", "max_loss", cfg.max_loss), ("grad_norm", "max_grad_norm", cfg.max_grad_norm)]
+    bounds += [(k, "max_energy", cfg.max_energy) for k in diag if k.startswith("energy_") and k != "energy_gap"]
+    for key, name, bound in bounds:
+        if key in diag and abs(diag[key]) > bound:
+            return f"|{key}| = {abs(diag[key]):.3g} exceeds {name} = {bound:.3g}"
     return ""
 
 
@@ -90,7 +92,7 @@ def train(
     """
     device = model.device
     data = data.to(device)
-    step_fn, make_optimizers = training_step(spec)
+    step_fn, make_optimizers = training_step(spec, cfg.grad_clip)
     optimizers = make_optimizers(model, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
     ema = {n: p.detach().clone() for n, p in model.named_parameters()}
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -118,7 +120,7 @@ def train(
 
     for step in bar:
         diag = step_fn(model, next_batch, optimizers, generator, cfg.method_params)
-        reason = divergence(diag, cfg.max_loss)
+        reason = divergence(diag, cfg)
         if reason:  # nothing after the last good checkpoint is kept
             return TrainResult("diverged", step, wall_before + time.perf_counter() - t0, reason), ema
         ema_update(ema, model, cfg.ema_decay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from ebmbench import cli, run, suites
@@ -45,6 +47,8 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, meth
     run.evaluate(again)
 
     assert values(again) == values(full)
+    for name, tensor in full.model.state_dict().items():  # weights, EMA-loaded, and the replay buffer
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
     curves = [json.loads(ln)["step"] for ln in (again.run_dir / "curves.jsonl").read_text().splitlines()]
     assert curves == [5, 10, 15, 20]  # records after the checkpoint were replayed, not duplicated
 
@@ -59,6 +63,27 @@ def test_divergence_is_a_row_with_its_step_and_reason(tmp_path):
     (row,) = record["rows"]
     assert row["run_status"] == "diverged" and "diverged at step 0" in row["reason"]
     assert "exceeds max_loss" in row["reason"]
+
+
+def test_planted_nan_trips_the_guard_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from ebmbench.methods import ebm
+
+    real_loss, calls = ebm.pcd_loss, {"n": 0}
+
+    def nan_at_step_13(model, x, generator, params):
+        calls["n"] += 1
+        loss, diag = real_loss(model, x, generator, params)
+        return (loss * float("nan"), diag) if calls["n"] == 13 else (loss, diag)
+
+    r = tiny_run(tmp_path, "pcd_ebm", "nan")
+    monkeypatch.setattr(r, "spec", dataclasses.replace(r.spec, objective=nan_at_step_13))
+    result = run.fit(r, progress=False)
+    assert result.status == "diverged" and result.steps == 12 and "non-finite" in result.reason
+    ckpt = torch.load(r.run_dir / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 10  # the last good checkpoint, untouched by the NaN step
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    record = run.finish(r)
+    assert record["run_status"] == "diverged" and "non-finite" in record["rows"][0]["reason"]
 
 
 def test_finished_run_writes_tidy_rows(tmp_path):

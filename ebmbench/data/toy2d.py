@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -96,8 +95,8 @@ class ToyDensity(ABC):
     are grouped into natural modes by ``component_mode``.
     """
 
-    name: ClassVar[str]
-    box: ClassVar[Box]
+    name: str  # set by each subclass, as is ``box``
+    box: Box
 
     def __init__(self, weights: Tensor, component_mode: Tensor) -> None:
         weights = weights.to(torch.float64)
@@ -358,7 +357,7 @@ class Checkerboard(ToyDensity):
         k = self._draw_components(n, generator)
         u = torch.rand(n, 2, generator=generator, device=dev, dtype=dt)
         noise = torch.randn(n, 2, generator=generator, device=dev, dtype=dt)
-        return self.corners.to(dev)[k] + u + 1.1 * self.STD * noise
+        return self.corners.to(dev)[k] + u + self.STD * noise
 
     def outside_mass_bound(self) -> float:
         tails = _box_tail_bound(self.corners, self.corners + 1.0, self.STD, self.box)
@@ -393,8 +392,9 @@ class Pinwheel(ToyDensity):
         return (_rotation(-self.RATE * y.norm(dim=1)) @ y[:, :, None])[:, :, 0]
 
     def component_log_joint(self, x: Tensor) -> Tensor:
-        # In polar coordinates the warp is (r, phi) -> (r, phi + rate r): triangular with unit
-        # diagonal, so its Jacobian determinant is 1 and log p(y) = log p_base(unwarp(y)) exactly.
+        # In polar coordinates the warp is (r, phi) -> (r, phi + rate r): its Jacobian [[1, 0], [rate, 1]]
+        # has determinant 1 and r is unchanged, so the area element r dr dphi is preserved: the warp
+        # is volume-preserving and log p(y) = log p_base(unwarp(y)) exactly.
         base = self.unwarp(x)
         frames = self.frames.to(x.device)
         u = torch.einsum("kdc,nkd->nkc", frames, base[:, None, :] - self.RADIUS * frames[:, :, 0])

@@ -56,7 +56,19 @@ def single_adam(model: GenerativeModel, lr: float, betas: tuple[float, float]) -
     return {"model": torch.optim.Adam(model.parameters(), lr=lr, betas=betas)}
 
 
-def objective_step(objective: Objective) -> TrainStep:
+def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_clip: float) -> float:
+    """Clip the gradient norm (0 = measure only) and step, unless the norm is not finite.
+
+    Returns the norm before clipping; a non-finite norm skips the update so that the
+    divergence guard sees it before any weight is corrupted.
+    """
+    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf")))
+    if torch.isfinite(torch.tensor(norm)):
+        optimizer.step()
+    return norm
+
+
+def objective_step(objective: Objective, grad_clip: float = 0.0) -> TrainStep:
     """The default training step: minimize the mean of ``objective`` with the single optimizer."""
 
     def step(model, next_batch, optimizers, generator, params) -> dict[str, float]:
@@ -65,16 +77,17 @@ def objective_step(objective: Objective) -> TrainStep:
         (optimizer,) = optimizers.values()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        return {"loss": float(loss.detach()), **diag}
+        norm = clipped_step(optimizer, [p for p in model.parameters() if p.grad is not None], grad_clip)
+        return {**diag, "loss": float(loss.detach()), "grad_norm": norm}
 
     return step
 
 
-def training_step(spec: MethodSpec) -> tuple[TrainStep, MakeOptimizers]:
+def training_step(spec: MethodSpec, grad_clip: float = 0.0) -> tuple[TrainStep, MakeOptimizers]:
+    """The method's own step and optimizers, or the default objective step with one Adam."""
     if spec.train_step is not None:
         return spec.train_step, spec.optimizers  # type: ignore[return-value]
-    return objective_step(spec.objective), spec.optimizers or single_adam  # type: ignore[arg-type]
+    return objective_step(spec.objective, grad_clip), spec.optimizers or single_adam  # type: ignore[arg-type]
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
