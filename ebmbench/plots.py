@@ -78,27 +78,49 @@ def energy_landscape(run: Run) -> plt.Figure | None:
     return fig
 
 
-def chain_snapshots(run: Run, n_chains: int = 16, steps: int | None = None, n_frames: int = 6
-                    ) -> plt.Figure | None:
-    """Fresh Langevin chains from noise, shown at evenly spaced steps (models with an energy)."""
+def _langevin_frames(run: Run, marks: list[int]) -> list[tuple[int, Tensor]]:
+    """States of fresh ULA chains from noise at the given step counts (the run's eps and T)."""
     from ebmbench.samplers.langevin import ula
 
-    if not run.model.has("energy"):
-        return None
-    kw = run.model.langevin_kwargs()
-    steps = steps or run.cfg.method_params.sample_steps
+    p, box = run.cfg.method_params, run.model.support
     gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
-    x = run.model.support.uniform(n_chains if run.model.support.dim > 2 else 500, gen, run.model.device)
-    frames, per = [(0, x)], max(steps // (n_frames - 1), 1)
-    for k in range(per, steps + 1, per):
-        x, _ = ula(run.model.energy, x, steps=per, generator=gen, box=run.model.support, **kw)
+    x = box.uniform(16 if box.dim > 2 else 500, gen, run.model.device)
+    frames, done = [], 0
+    for k in sorted(marks):
+        x, _ = ula(run.model.energy, x, steps=k - done, eps=p.langevin_eps, temperature=p.langevin_T,
+                   generator=gen, box=box, support_mode=p.support_mode)
         frames.append((k, x))
+        done = k
+    return frames
+
+
+def _frames_figure(run: Run, frames: list[tuple[int, Tensor]], title: str) -> plt.Figure:
     fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
     for ax, (k, xs) in zip(axes[0], frames):
         _show(ax, xs, f"step {k}", run.dataset.support)
-    fig.suptitle(f"Langevin chains (eps={kw['eps']}, T={kw['temperature']})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
+    """Fresh Langevin chains from noise at evenly spaced steps up to the evaluation length."""
+    if not run.model.has("energy"):
+        return None
+    p = run.cfg.method_params
+    steps = p.sample_steps
+    marks = sorted({max(1, round(steps * i / (n_frames - 1))) for i in range(n_frames)})
+    return _frames_figure(run, _langevin_frames(run, marks),
+                          f"Langevin chains (eps={p.langevin_eps}, T={p.langevin_T})")
+
+
+def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16, 64)) -> plt.Figure | None:
+    """The same chains far beyond the evaluation length: short-run models degrade, persistent ones hold."""
+    if not run.model.has("energy"):
+        return None
+    steps = run.cfg.method_params.sample_steps
+    return _frames_figure(run, _langevin_frames(run, [steps * f for f in factors]),
+                          f"long-run chains: {', '.join(f'{f}x' for f in factors)} the evaluation length")
 
 
 def denoising_trajectory(run: Run, n: int = 500, n_frames: int = 6) -> plt.Figure | None:

@@ -40,7 +40,7 @@ class Box:
 
     def contains(self, x: Tensor) -> Tensor:
         """Boolean per sample: every coordinate inside the closed box."""
-        flat = x.reshape(x.shape[0], -1)
+        flat = x.flatten(1)
         return ((flat >= self.low) & (flat <= self.high)).all(dim=1)
 
     def clamp(self, x: Tensor) -> Tensor:

@@ -70,12 +70,13 @@ def mala_chain(
     check_start(box, x0)
     x = x0.detach()
     e, g = energy_and_grad(energy, x)
-    trace, accepted, noise = [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
+    nfe, trace, accepted, noise = 1, [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
     for _ in range(steps):
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         y = x - eps * g + noise * xi
         ok = inside(box, y)
         e_y, g_y = energy_and_grad(energy, rows(ok, y, x))
+        nfe += 1
         # log q(x|y) - log q(y|x) with q(b|a) = N(b; a - eps grad E(a), 2 eps T I); y - mean(y|x) = noise * xi
         log_q_ratio = -sq_norm(x - y + eps * g_y) / (4.0 * eps * temperature) + 0.5 * sq_norm(xi)
         accept = mh_accept(-(e_y - e) / temperature + log_q_ratio, ok, generator)
@@ -83,7 +84,7 @@ def mala_chain(
         accepted += accept.sum()
         trace.append(e)
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
-    return x.detach(), MCMCStats(acceptance=rate, energies=torch.stack(trace, dim=1), nfe=steps + 1)
+    return x.detach(), MCMCStats(acceptance=rate, energies=torch.stack(trace, dim=1), nfe=nfe)
 
 
 def support_box(support: Box, mode: str) -> Box | None:

@@ -1,0 +1,369 @@
+"""EBM objectives beyond PCD: short-run MCMC, CD-k, denoising and sliced score matching, NCE.
+
+Each objective trains the same kind of model, an energy exp(-E(x))/Z on the dataset's support
+box, and is registered as its own method (family "ebm"). None of them keeps persistent chains:
+the model is built with a one-entry replay buffer that is never filled and does not declare the
+``replay_buffer`` capability, so evaluation draws fresh Langevin chains only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ebmbench.data.base import Dataset
+from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.methods.ebm import EBM, PCDParams
+from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
+from ebmbench.nets.mlp import EnergyMLP
+from ebmbench.protocol import Box
+from ebmbench.samplers.langevin import ula
+
+
+@dataclass
+class ShortRunParams:
+    """Short-run non-persistent MCMC EBM (Nijkamp et al. 2019); Langevin noise is sqrt(2 * eps * T)."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    langevin_steps: int = 20  # K ULA steps from uniform noise, in training AND at evaluation
+    langevin_eps: float = 0.01  # step size eps
+    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    l2_weight: float = 0.0  # alpha in alpha * (E(x+)^2 + E(x-)^2) (Nijkamp et al. use none)
+
+    @property
+    def sample_steps(self) -> int:
+        """The model is defined by its K-step short-run sampler, so evaluation runs the same K."""
+        return self.langevin_steps
+
+
+@dataclass
+class CDkParams:
+    """Contrastive divergence CD-k (Hinton 2002); Langevin noise is sqrt(2 * eps * T)."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    langevin_steps: int = 20  # k ULA steps started at the data batch
+    langevin_eps: float = 0.01  # step size eps
+    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
+    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+
+
+@dataclass
+class DSMParams:
+    """Denoising score matching on s_theta = -grad E (Vincent 2011); evaluation by Langevin."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    sigma: float = 0.1  # noise level: x~ = x + sigma * eps; exp(-E) then fits the sigma-noised data
+    langevin_eps: float = 0.01  # step size eps of the evaluation chains
+    langevin_T: float = 1.0  # temperature T of the evaluation chains
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+
+
+@dataclass
+class SSMParams:
+    """Sliced score matching on s_theta = -grad E (Song et al. 2019); evaluation by Langevin."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    projection: str = "rademacher"  # distribution of the slices v: rademacher | gaussian
+    n_projections: int = 1  # slices v per data point
+    variance_reduction: bool = True  # SSM-VR: 0.5 |s|^2 in place of 0.5 (v^T s)^2 (needs E[v v^T] = I)
+    langevin_eps: float = 0.01  # step size eps of the evaluation chains
+    langevin_T: float = 1.0  # temperature T of the evaluation chains
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+
+
+@dataclass
+class NCEParams:
+    """Noise-contrastive estimation with a learned log-normalizer c (Gutmann & Hyvarinen 2010)."""
+
+    hidden: int = 128  # MLP width (vector data)
+    depth: int = 3  # MLP hidden layers (vector data)
+    channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    noise: str = "gaussian"  # q: gaussian (batch mean and per-coordinate std, truncated to the box) | uniform
+    noise_ratio: int = 1  # nu, noise samples per data sample
+    noise_min_std: float = 0.05  # floor of the fitted per-coordinate std (constant pixels have std 0)
+    langevin_eps: float = 0.01  # step size eps of the evaluation chains
+    langevin_T: float = 1.0  # temperature T of the evaluation chains
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+
+
+class EnergyModel(EBM):
+    """An EBM exp(-E(x))/Z without a replay buffer: its only sampler is fresh Langevin chains."""
+
+    capabilities = frozenset({"energy"})
+
+
+class NCEEBM(EnergyModel):
+    """An EBM with a learned log-normalizer c: log p_theta(x) = -E(x) - c (Gutmann & Hyvarinen 2010)."""
+
+    def __init__(self, net: nn.Module, support: Box, params: PCDParams) -> None:
+        super().__init__(net, support, params)
+        # c starts at the log-volume of the box: exp(-E) with E near 0 is then close to uniform
+        self.log_z = nn.Parameter(torch.tensor(float(support.log_volume)))
+
+    @property
+    def learned_log_z(self) -> float:
+        """c, NCE's estimate of log Z = log of the box integral of exp(-E)."""
+        return float(self.log_z.detach())
+
+
+def energy_net_for(dataset: Dataset, params: Any) -> nn.Module:
+    """MLP energy for vector data, conv energy for (C, H, W) images; spectral norm on request."""
+    shape = dataset.shape
+    if len(shape) == 1:
+        net = EnergyMLP(shape[0], params.hidden, params.depth)
+        return apply_spectral_norm(net) if params.spectral_norm else net
+    channels = tuple(int(c) for c in params.channels.split(","))
+    return conv_energy_for(shape, channels, params.spectral_norm)
+
+
+def chain_params(params: Any) -> PCDParams:
+    """PCDParams carrying our Langevin settings; a one-entry buffer that is never used."""
+    return PCDParams(
+        hidden=params.hidden, depth=params.depth, channels=params.channels, buffer_size=1, reinit_frac=0.0,
+        langevin_steps=getattr(params, "langevin_steps", 0), langevin_eps=params.langevin_eps,
+        langevin_T=params.langevin_T, grad_clip=params.grad_clip, support_mode=params.support_mode,
+        l2_weight=getattr(params, "l2_weight", 0.0), sample_steps=params.sample_steps,
+    )
+
+
+def build_energy_model(dataset: Dataset, params: Any) -> EnergyModel:
+    return EnergyModel(energy_net_for(dataset, params), dataset.support, chain_params(params))
+
+
+def build_nce_model(dataset: Dataset, params: NCEParams) -> NCEEBM:
+    return NCEEBM(energy_net_for(dataset, params), dataset.support, chain_params(params))
+
+
+def langevin_eval(params: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Fresh ULA chains of ``sample_steps`` steps from uniform noise on the support."""
+    return [("langevin", {"steps": params.sample_steps, "eps": params.langevin_eps, "temperature": params.langevin_T,
+                          "support_mode": params.support_mode, "grad_clip": params.grad_clip})]
+
+
+def short_run_eval(params: ShortRunParams) -> list[tuple[str, dict[str, Any]]]:
+    """Fresh chains of the training K: the model is defined by its short-run sampler (Nijkamp et al. 2019)."""
+    return langevin_eval(params)
+
+
+# ---------------------------------------------------------------- MCMC-trained objectives
+
+
+def contrastive_loss(model: EnergyModel, x_pos: Tensor, x_neg: Tensor, l2_weight: float
+                     ) -> tuple[Tensor, dict[str, float]]:
+    """E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2), per sample, with the energy gap as diagnostic."""
+    e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
+    loss = e_pos - e_neg + l2_weight * (e_pos**2 + e_neg**2)
+    e_pos, e_neg = e_pos.detach(), e_neg.detach()
+    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e_pos.mean()),
+            "energy_neg": float(e_neg.mean()), "energy_gap": float(e_neg.mean() - e_pos.mean())}
+    return loss, diag
+
+
+def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator) -> Tensor:
+    """K ULA steps from ``x0`` with the model's Langevin settings (parameter gradients untouched)."""
+    x, _ = ula(model.energy, x0, steps=model.params.langevin_steps, generator=generator, box=model.support,
+               **model.langevin_kwargs())
+    return x
+
+
+def short_run_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: ShortRunParams
+                   ) -> tuple[Tensor, dict[str, float]]:
+    """Negatives: K ULA steps from uniform noise, no buffer (Nijkamp et al. 2019, short-run MCMC)."""
+    x0 = model.support.uniform(x_pos.shape[0], generator, x_pos.device)
+    return contrastive_loss(model, x_pos, run_chains(model, x0, generator), params.l2_weight)
+
+
+def cdk_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: CDkParams
+             ) -> tuple[Tensor, dict[str, float]]:
+    """Negatives: k ULA steps started at the data batch (Hinton 2002, contrastive divergence CD-k)."""
+    loss, diag = contrastive_loss(model, x_pos, run_chains(model, x_pos, generator), params.l2_weight)
+    return loss, diag
+
+
+# ---------------------------------------------------------------- score matching
+
+
+def energy_grad(model: EnergyModel, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(x as a graph leaf, E(x), grad_x E(x)) with create_graph=True, so losses of the gradient train theta."""
+    x = x.detach().requires_grad_(True)
+    e = model.energy(x)
+    (grad,) = torch.autograd.grad(e.sum(), x, create_graph=True)
+    return x, e, grad
+
+
+def dsm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: DSMParams
+             ) -> tuple[Tensor, dict[str, float]]:
+    """Denoising score matching, s = -grad E (Vincent 2011): 0.5 |sigma s(x~) + eps|^2, x~ = x + sigma eps.
+
+    This is Vincent's 0.5 |s(x~) - (x - x~) / sigma^2|^2 weighted by sigma^2 (same minimizer, O(1) scale);
+    its minimizer is the score of the sigma-noised data, not of the data.
+    """
+    sigma = params.sigma
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    _, e, grad = energy_grad(model, x + sigma * eps)
+    loss = 0.5 * (eps - sigma * grad).flatten(1).pow(2).sum(dim=1)  # sigma s + eps = eps - sigma grad E
+    diag = {"loss": float(loss.detach().mean()), "energy_noised": float(e.detach().mean()),
+            "score_norm": float(grad.detach().flatten(1).norm(dim=1).mean())}
+    return loss, diag
+
+
+def projections(like: Tensor, n: int, kind: str, generator: torch.Generator) -> Tensor:
+    """n slices v per sample, shape (n, *like.shape), with E[v v^T] = I."""
+    shape = (n, *like.shape)
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    if kind == "rademacher":
+        bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+        return (2 * bits - 1).to(like.dtype)
+    raise ValueError(f"projection {kind!r}: choose 'rademacher' or 'gaussian'")
+
+
+def ssm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: SSMParams
+             ) -> tuple[Tensor, dict[str, float]]:
+    """Sliced score matching, s = -grad E (Song et al. 2019): v^T (ds/dx) v + 0.5 (v^T s)^2, or SSM-VR.
+
+    With s = -grad E, v^T (ds/dx) v = -v^T H_E v. SSM-VR replaces 0.5 (v^T s)^2 by its expectation
+    over v, 0.5 |s|^2, which holds for Rademacher and Gaussian v alike (E[v v^T] = I).
+    """
+    x, e, grad = energy_grad(model, x)
+    hess_terms, fit_terms = [], []
+    for v in projections(x, params.n_projections, params.projection, generator):
+        (hv,) = torch.autograd.grad((grad * v).sum(), x, create_graph=True)  # H_E v
+        hess_terms.append(-(hv * v).flatten(1).sum(dim=1))  # v^T (ds/dx) v
+        fit_terms.append(0.5 * (grad * v).flatten(1).sum(dim=1).pow(2))
+    hess = torch.stack(hess_terms).mean(dim=0)
+    fit = 0.5 * grad.flatten(1).pow(2).sum(dim=1) if params.variance_reduction else torch.stack(fit_terms).mean(0)
+    loss = hess + fit
+    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e.detach().mean()),
+            "trace_term": float(hess.detach().mean()), "score_norm": float(grad.detach().flatten(1).norm(dim=1).mean())}
+    return loss, diag
+
+
+# ---------------------------------------------------------------- noise-contrastive estimation
+
+
+class TruncatedDiagonalGaussian:
+    """N(mu, diag(std^2)) truncated to a box: exact log-density and inverse-CDF sampling.
+
+    By hand: torch.distributions has no truncated normal. Diagonal because the box mass of a
+    full-covariance Gaussian has no closed form, and NCE needs q normalized on the support.
+    """
+
+    def __init__(self, mu: Tensor, std: Tensor, box: Box) -> None:
+        self.mu, self.std, self.box = mu, std, box
+        self.a, self.b = (box.low - mu) / std, (box.high - mu) / std  # standardized faces
+        self.cdf_a, self.cdf_b = torch.special.ndtr(self.a), torch.special.ndtr(self.b)
+        self.log_mass = log_ndtr_diff(self.b, self.a)  # per coordinate, log(Phi(b) - Phi(a))
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        z = (y - self.mu) / self.std
+        per_coord = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - self.std.log() - self.log_mass
+        return per_coord.flatten(1).sum(dim=1)
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        u = torch.rand((n, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        p = (self.cdf_a + u * (self.cdf_b - self.cdf_a)).clamp(1e-7, 1 - 1e-7)
+        return self.box.clamp(self.mu + self.std * torch.special.ndtri(p))
+
+
+def log_ndtr_diff(b: Tensor, a: Tensor) -> Tensor:
+    """log(Phi(b) - Phi(a)) for b > a, computed in the tail where it is accurate."""
+    flip = a > 0  # both in the upper tail: use Phi(-a) - Phi(-b)
+    hi, lo = torch.where(flip, -a, b), torch.where(flip, -b, a)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
+
+
+class UniformOnBox:
+    """Uniform density on the support box."""
+
+    def __init__(self, box: Box, device: torch.device) -> None:
+        self.box, self.device = box, device
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        return torch.full((y.shape[0],), -self.box.log_volume, device=y.device, dtype=y.dtype)
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.box.uniform(n, generator, self.device)
+
+
+def noise_for(batch: Tensor, box: Box, params: NCEParams) -> TruncatedDiagonalGaussian | UniformOnBox:
+    """NCE's noise density q, fitted to (and detached from) the training batch where it is Gaussian."""
+    if params.noise == "uniform":
+        return UniformOnBox(box, batch.device)
+    if params.noise == "gaussian":
+        x = batch.detach()
+        return TruncatedDiagonalGaussian(x.mean(dim=0), x.std(dim=0).clamp_min(params.noise_min_std), box)
+    raise ValueError(f"noise {params.noise!r}: choose 'gaussian' or 'uniform'")
+
+
+def nce_loss(model: NCEEBM, x: Tensor, generator: torch.Generator, params: NCEParams
+             ) -> tuple[Tensor, dict[str, float]]:
+    """NCE (Gutmann & Hyvarinen 2010): logistic loss of G = log p_theta - log q - log nu, data vs nu noise draws."""
+    nu, b = params.noise_ratio, x.shape[0]
+    q = noise_for(x, model.support, params)
+    y = q.sample(nu * b, generator)
+    e = model.energy(torch.cat([x, y]))
+    log_q = q.log_prob(torch.cat([x, y])).to(e.dtype)
+    g = -e - model.log_z - log_q - math.log(nu)
+    g_data, g_noise = g[:b], g[b:].view(nu, b)
+    loss = -nn.functional.logsigmoid(g_data) - nn.functional.logsigmoid(-g_noise).sum(dim=0)
+    e_pos, e_noise = e[:b].detach(), e[b:].detach()
+    accuracy = 0.5 * ((g_data > 0).float().mean() + (g_noise < 0).float().mean())
+    diag = {"loss": float(loss.detach().mean()), "log_z": model.learned_log_z, "classifier_accuracy": float(accuracy),
+            "energy_pos": float(e_pos.mean()), "energy_neg": float(e_noise.mean()),
+            "energy_gap": float(e_noise.mean() - e_pos.mean())}
+    return loss, diag
+
+
+# ---------------------------------------------------------------- registration
+
+_EBM_NOTEBOOK = "train_ebm.ipynb"
+for _spec in (
+    MethodSpec(name="short_run_ebm", family="ebm", params=ShortRunParams, build=build_energy_model,
+               objective=short_run_loss, eval_samplers=short_run_eval, notebook=_EBM_NOTEBOOK,
+               cite="Nijkamp et al. 2019, Learning Non-Convergent Non-Persistent Short-Run MCMC toward "
+                    "Energy-Based Model"),
+    MethodSpec(name="cdk_ebm", family="ebm", params=CDkParams, build=build_energy_model, objective=cdk_loss,
+               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               cite="Hinton 2002, Training Products of Experts by Minimizing Contrastive Divergence"),
+    MethodSpec(name="dsm_ebm", family="ebm", params=DSMParams, build=build_energy_model, objective=dsm_loss,
+               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               cite="Vincent 2011, A Connection Between Score Matching and Denoising Autoencoders"),
+    MethodSpec(name="ssm_ebm", family="ebm", params=SSMParams, build=build_energy_model, objective=ssm_loss,
+               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               cite="Song et al. 2019, Sliced Score Matching: A Scalable Approach to Density and Score Estimation"),
+    MethodSpec(name="nce_ebm", family="ebm", params=NCEParams, build=build_nce_model, objective=nce_loss,
+               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               cite="Gutmann & Hyvarinen 2010, Noise-Contrastive Estimation: A New Estimation Principle for "
+                    "Unnormalized Statistical Models"),
+):
+    METHODS.register(_spec.name, _spec)

@@ -1,0 +1,200 @@
+"""GAN baselines: DCGAN, WGAN-GP and SNGAN, two players trained by one custom step each.
+
+The model's counted ``net`` is the generator G (sampling NFE counts G calls); the discriminator
+(critic) D is a separate submodule that only training uses. The three methods share one model
+class and one training step and differ in loss, D normalization and optimizer defaults:
+
+| method  | D loss / G loss                        | D norm (conv / MLP) | n_critic | Adam betas |
+|---------|----------------------------------------|---------------------|----------|------------|
+| dcgan   | non-saturating (Goodfellow et al. 2014) | batch / none        | 1        | (0.5, 0.999) |
+| wgan_gp | Wasserstein + gradient penalty 10      | none / none         | 5        | (0.0, 0.9) |
+| sngan   | hinge                                  | spectral / spectral | 1        | (0.5, 0.999) |
+
+The betas are method parameters and override the run's adam_beta1/adam_beta2 unless set < 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ebmbench.data.base import Dataset
+from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from ebmbench.protocol import Box, GenerativeModel
+from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" sampler)
+
+
+@dataclass
+class DCGANParams:
+    """Parameters of DCGAN (Radford et al. 2016) with the non-saturating loss (Goodfellow et al. 2014)."""
+
+    latent_dim: int = 32  # dimension of z ~ N(0, I)
+    hidden: int = 128  # MLP width of G and D (vector data, e.g. 2D)
+    depth: int = 3  # MLP hidden layers of G and D (vector data)
+    g_channels: int = 64  # conv G feature maps before its last layer (image data; x2 per halving of resolution)
+    d_channels: int = 64  # conv D feature maps after its first layer (image data; x2 per halving of resolution)
+    n_critic: int = 1  # D updates per G update, each on a fresh data batch
+    beta1: float = 0.5  # Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1
+    beta2: float = 0.999  # Adam beta2 of G and D; < 0: use the run's adam_beta2
+    support_mode: str = "none"  # evaluation sampler: keep G(z) to the support by none | clamp | reflect
+
+
+@dataclass
+class WGANGPParams(DCGANParams):
+    """Parameters of WGAN-GP (Gulrajani et al. 2017, Algorithm 1 defaults)."""
+
+    n_critic: int = 5  # critic updates per generator update (Algorithm 1: n_critic = 5)
+    beta1: float = 0.0  # Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1
+    beta2: float = 0.9  # Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2
+    gp_weight: float = 10.0  # lambda of the gradient penalty lambda * (|grad D(x_hat)| - 1)^2
+
+
+@dataclass
+class SNGANParams(DCGANParams):
+    """Parameters of SNGAN (Miyato et al. 2018): spectrally normalized D, hinge loss."""
+
+    n_critic: int = 1  # D updates per G update (Miyato et al. 2018 use 1 or 5 by setting)
+    beta1: float = 0.5  # Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1
+    beta2: float = 0.999  # Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2
+
+
+class GAN(GenerativeModel):
+    """A generator G (``self.net``, counted) and a discriminator D (``self.discriminator``, not counted)."""
+
+    family = "gan"
+    capabilities = frozenset({"generate"})
+    default_sampler = "generator"
+
+    def __init__(self, generator_net: nn.Module, discriminator: nn.Module, support: Box, params: DCGANParams,
+                 loss: str) -> None:
+        super().__init__(generator_net, support)
+        if loss not in D_LOSSES:
+            raise ValueError(f"GAN loss {loss!r}: choose one of {sorted(D_LOSSES)}")
+        self.discriminator = discriminator
+        self.params = params
+        self.loss = loss
+        self.latent_shape = (params.latent_dim,)
+
+    def generate(self, z: Tensor) -> Tensor:
+        """x = G(z): exactly one counted call of the generator."""
+        return self.net(z)
+
+    def prior(self, n: int, generator: torch.Generator) -> Tensor:
+        """z ~ N(0, I) of shape (n, latent_dim) from ``generator``."""
+        return torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
+
+
+# Per-sample losses on discriminator outputs d_real = D(x), d_fake = D(G(z)).
+def d_loss_non_saturating(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """-log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))) (Goodfellow et al. 2014, eq. 1)."""
+    return F.softplus(-d_real) + F.softplus(d_fake)
+
+
+def d_loss_wasserstein(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """D(G(z)) - D(x), the critic's loss before the penalty (Gulrajani et al. 2017, eq. 3)."""
+    return d_fake - d_real
+
+
+def d_loss_hinge(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Miyato et al. 2018, eq. 16; Lim & Ye 2017)."""
+    return F.relu(1.0 - d_real) + F.relu(1.0 + d_fake)
+
+
+def g_loss_non_saturating(d_fake: Tensor) -> Tensor:
+    """-log sigmoid(D(G(z))): the non-saturating generator loss (Goodfellow et al. 2014, Sec. 3)."""
+    return F.softplus(-d_fake)
+
+
+def g_loss_negative_critic(d_fake: Tensor) -> Tensor:
+    """-D(G(z)): the generator loss of WGAN-GP and of the hinge GAN."""
+    return -d_fake
+
+
+D_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "non_saturating": d_loss_non_saturating, "wasserstein": d_loss_wasserstein, "hinge": d_loss_hinge,
+}
+G_LOSSES: dict[str, Callable[[Tensor], Tensor]] = {
+    "non_saturating": g_loss_non_saturating, "wasserstein": g_loss_negative_critic, "hinge": g_loss_negative_critic,
+}
+
+
+def interpolate(x_real: Tensor, x_fake: Tensor, generator: torch.Generator) -> Tensor:
+    """x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per sample (Gulrajani et al. 2017, Algorithm 1)."""
+    shape = (x_real.shape[0],) + (1,) * (x_real.dim() - 1)
+    eps = torch.rand(shape, generator=generator, device=x_real.device, dtype=x_real.dtype)
+    return eps * x_real + (1.0 - eps) * x_fake
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], x_hat: Tensor) -> Tensor:
+    """(|grad_x D(x_hat)|_2 - 1)^2 per sample, differentiable in D's parameters (Gulrajani et al. 2017)."""
+    with torch.enable_grad():
+        x_hat = x_hat.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` need no gradient inside the block (D while G is updated)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def critic_update(model: GAN, x_real: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                  params: DCGANParams) -> dict[str, float]:
+    """One D step on a real batch and as many fresh G(z) (plus the gradient penalty for WGAN-GP)."""
+    with torch.no_grad():
+        x_fake = model.generate(model.prior(x_real.shape[0], generator))
+    d_real, d_fake = model.discriminator(x_real), model.discriminator(x_fake)
+    loss = D_LOSSES[model.loss](d_real, d_fake)
+    diag = {"d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
+    if model.loss == "wasserstein":
+        gp = gradient_penalty(model.discriminator, interpolate(x_real, x_fake, generator))
+        loss = loss + params.gp_weight * gp  # type: ignore[attr-defined]
+        diag["gp"] = float(gp.detach().mean())
+        diag["wasserstein_estimate"] = diag["d_real"] - diag["d_fake"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.mean().backward()
+    optimizer.step()
+    return {"d_loss": float(loss.detach().mean()), **diag}
+
+
+def generator_update(model: GAN, batch: int, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator) -> float:
+    """One G step on ``batch`` fresh latents, D frozen; returns the G loss."""
+    with frozen(model.discriminator):
+        d_fake = model.discriminator(model.generate(model.prior(batch, generator)))
+        loss = G_LOSSES[model.loss](d_fake).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def gan_train_step(model: GAN, next_batch: Callable[[], Tensor], optimizers: dict[str, torch.optim.Optimizer],
+                   generator: torch.Generator, params: DCGANParams) -> dict[str, float]:
+    """n_critic D updates, each on a fresh batch, then one G update.
+
+    Diagnostics are means over the step's D updates; "loss" is the D loss (with the penalty for WGAN-GP).
+    """
+    if params.n_critic < 1:
+        raise ValueError(f"n_critic={params.n_critic}: need at least one D update per G update")
+    d_steps = [critic_update(model, next_batch(), optimizers["d"], generator, params)
+               for _ in range(params.n_critic)]
+    diag = {k: sum(d[k] for d in d_steps) / len(d_steps) for k in d_steps[0]}
+    batch = len(next_batch.__self__) if hasattr(next_batch, "__self__") else None  # noqa: F841 (unused)
+    g_loss = generator_update(model, d_steps_batch(d_steps, model), optimizers["g"], generator)
+    return {"loss": diag["d_loss"], **diag, "g_loss": g_loss}
