@@ -35,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for spec in runs:
             print(spec.cfg.run_id, spec.notebook.name)
         return 0
-    summary = run_suite(runs, name)
+    summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
+                        timeout_s=args.timeout)
     print("\n".join(summary.lines()))
     if not args.no_report:
         print(f"report: {render(summary.suite_dir)}")
@@ -64,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("cpu", "cuda", "auto"), help="override every run's device")
     run.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     run.add_argument("--no-report", action="store_true")
+    run.add_argument("--workers", type=int, default=0,
+                     help="run on a Dask LocalCluster of N worker processes (0 = serial, in this process)")
+    run.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. a dask-jobqueue cluster)")
+    run.add_argument("--retries", type=int, default=2, help="retries of a run whose kernel died")
+    run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (a timeout fails)")
     run.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="aggregate a suite's results and render report.html")
     rep.add_argument("suite")

@@ -121,9 +121,18 @@ def is_finished(spec: RunSpec, commit: str) -> bool:
     return row["config_hash"] == spec.cfg.config_hash and row["git_commit"] == commit
 
 
+class InfrastructureError(RuntimeError):
+    """The kernel died, or the notebook ended without its completion marker and without an error."""
+
+
 def execute(spec: RunSpec, *, timeout_s: int | None = None) -> str:
-    """Execute one run's notebook with papermill; returns the run status it ended with."""
+    """Execute one run's notebook with papermill; returns the run status it ended with.
+
+    A notebook error or a timeout is a ``failed`` record at once; a dead kernel or a
+    missing completion marker raises ``InfrastructureError`` so that the caller may retry.
+    """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -131,18 +140,30 @@ def execute(spec: RunSpec, *, timeout_s: int | None = None) -> str:
     try:
         pm.execute_notebook(str(spec.notebook), str(run_dir / "notebook.ipynb"), parameters=spec.params,
                             progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
-                            cwd=str(NOTEBOOKS_DIR))
+                            cwd=str(spec.notebook.parent))
     except pm.PapermillExecutionError as err:
         failed_record(spec.params, run_dir, f"notebook raised {err.ename}: {err.evalue}")
         return "failed"
-    except Exception as err:  # kernel death, timeout: papermill does not mark these as cell errors
-        failed_record(spec.params, run_dir, f"notebook did not complete: {type(err).__name__}: {err}")
+    except CellTimeoutError as err:
+        failed_record(spec.params, run_dir, f"a cell ran past the timeout of {timeout_s} s: {err}")
         return "failed"
+    except DeadKernelError as err:  # papermill does not mark a dead kernel as a cell error
+        raise InfrastructureError(f"the kernel died: {err}") from err
     record = read_result(run_dir)
     if record is None:
-        failed_record(spec.params, run_dir, "the notebook ended without writing result.json (its last cell)")
-        return "failed"
+        raise InfrastructureError("the notebook ended without writing result.json (its last cell)")
     return record["run_status"]
+
+
+def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: int | None = None) -> str:
+    """``execute``, retrying infrastructure deaths up to ``retries`` times, then a failed record."""
+    for _ in range(retries + 1):
+        try:
+            return execute(spec, timeout_s=timeout_s)
+        except InfrastructureError as err:
+            last = err
+    failed_record(spec.params, spec.run_dir, f"infrastructure failure after {retries + 1} attempts: {last}")
+    return "failed"
 
 
 @dataclass
@@ -169,17 +190,51 @@ class SuiteSummary:
         return out
 
 
-def run_suite(runs: list[RunSpec], name: str, *, progress: bool = True) -> SuiteSummary:
-    """Execute every run serially (skipping finished ones), then aggregate results.parquet."""
-    from tqdm.auto import tqdm
+def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
+              retries: int = 2, timeout_s: int | None = None, progress: bool = True) -> SuiteSummary:
+    """Execute every unfinished run, serially (workers=0) or as Dask tasks, then aggregate.
 
+    Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
+    (e.g. a dask-jobqueue cluster's address). Rerunning skips runs whose config hash and
+    commit match a finished (ok or diverged) result.
+    """
     commit = provenance("cpu")["git_commit"]
-    t0, statuses = time.perf_counter(), {}
-    for spec in tqdm(runs, desc=f"suite {name}", unit="run", disable=not progress):
-        if is_finished(spec, commit):
-            statuses[spec.cfg.run_id] = "skipped (finished)"
-            continue
-        statuses[spec.cfg.run_id] = execute(spec)
+    t0 = time.perf_counter()
+    statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, commit)}
+    todo = [s for s in runs if s.cfg.run_id not in statuses]
+    if workers or scheduler:
+        statuses.update(_run_dask(todo, name, workers, scheduler, retries, timeout_s, progress))
+    else:
+        from tqdm.auto import tqdm
+
+        for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
+            statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
     suite_dir = runs[0].run_dir.parent.parent
     aggregate(suite_dir)
-    return SuiteSummary(name, statuses, time.perf_counter() - t0, suite_dir)
+    ordered = {s.cfg.run_id: statuses[s.cfg.run_id] for s in runs}
+    return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir)
+
+
+def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
+              timeout_s: int | None, progress: bool) -> dict[str, str]:
+    """One Dask task per run; Dask retries infrastructure deaths (and lost workers)."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm.auto import tqdm
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    statuses: dict[str, str] = {}
+    with Client(scheduler or cluster) as client:
+        futures = {client.submit(execute, spec, timeout_s=timeout_s, retries=retries, pure=False,
+                                 key=f"{name}-{spec.cfg.run_id}"): spec for spec in todo}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"suite {name}", unit="run",
+                           disable=not progress):
+            spec = futures[future]
+            try:
+                statuses[spec.cfg.run_id] = future.result()
+            except Exception as err:  # retries exhausted: the run is a failed row, never a gap
+                failed_record(spec.params, spec.run_dir,
+                              f"infrastructure failure after {retries + 1} attempts: {type(err).__name__}: {err}")
+                statuses[spec.cfg.run_id] = "failed"
+    if cluster is not None:
+        cluster.close()
+    return statuses

@@ -1,4 +1,10 @@
-"""DDPM: a noise predictor trained with L_simple on diffusers' schedulers (Ho et al. 2020)."""
+"""DDPM: a noise predictor trained with L_simple on diffusers' schedulers (Ho et al. 2020).
+
+Capability ``score``: the discrete schedule is the VP process x_t = (x0 + sigma_t z) / sqrt(1 + sigma_t^2),
+sigma_t = sqrt((1 - ab_t) / ab_t) (``ebmbench.noise.VPNoise``), and in the scaled coordinates
+x_hat = x_t / sqrt(ab) = x0 + sigma z the score is grad log p_sigma(x_hat) = -eps_theta(x_t, t(sigma)) / sigma
+(Song et al. 2021, eq. 9-11; Karras et al. 2022, Table 1), with t(sigma) linear in log sigma between grid points.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.nets.mlp import TimeMLP
 from ebmbench.nets.unet import small_unet
+from ebmbench.noise import VPNoise, as_sigma, per_sample
 from ebmbench.protocol import Box, GenerativeModel
 
 
@@ -34,6 +41,7 @@ class DDPMParams:
     ddpm_steps: int = 1000  # ancestral sampler steps at evaluation
     ddim_steps: int = 50  # DDIM steps at evaluation
     ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
+    dpm_steps: int = 20  # DPM-Solver++(2M) steps at evaluation (Lu et al. 2022)
 
 
 def scheduler_settings(params: DDPMParams) -> dict[str, Any]:
@@ -57,7 +65,7 @@ class DDPM(GenerativeModel):
     """Denoising diffusion model with an eps net eps_theta(x_t, t) (Ho et al. 2020)."""
 
     family = "diffusion"
-    capabilities = frozenset({"eps_prediction"})
+    capabilities = frozenset({"eps_prediction", "score"})
     default_sampler = "ddpm"
 
     def __init__(
@@ -70,10 +78,18 @@ class DDPM(GenerativeModel):
         super().__init__(net, support)
         self.params = params if params is not None else DDPMParams()
         self.shape = tuple(shape) if shape is not None else tuple(support.shape)  # one sample's shape
+        self.noise_process = VPNoise(self.make_ddpm_scheduler().alphas_cumprod)  # the schedule as sigma_t
 
     def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Predicted noise eps_theta(x_t, t) (Ho et al. 2020, eq. 14); counted through ``self.net``."""
         return self.net(x_t, t)
+
+    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """grad log p_sigma(x) at x = x0 + sigma z (scaled coordinates) = -eps_theta(x / sqrt(1+sigma^2), t) / sigma."""
+        self.noise_process.check(sigma)
+        sigma = as_sigma(sigma, x)
+        x_t = per_sample(self.noise_process.scale(sigma), x) * x
+        return -self.eps(x_t, self.noise_process.timestep(sigma)) / per_sample(sigma, x)
 
     def scheduler_config(self) -> dict[str, Any]:
         """The pinned scheduler settings this model trains and samples with."""
@@ -90,6 +106,27 @@ class DDPM(GenerativeModel):
         cfg = self.scheduler_config()
         cfg.pop("variance_type")  # DDIM's variance is sigma_t(eta), set per step
         return DDIMScheduler(**cfg)
+
+    def make_ddim_inverse_scheduler(self) -> DDIMInverseScheduler:
+        """DDIM run forwards, x0 -> x_T, over the DDIM sampler's timesteps (Song et al. 2021, Sec. 4.3)."""
+        cfg = self.scheduler_config()
+        cfg.pop("variance_type")
+        cfg.pop("thresholding")  # not a DDIMInverseScheduler option; it never thresholds
+        return DDIMInverseScheduler(**cfg)
+
+    def make_dpm_scheduler(self) -> DPMSolverMultistepScheduler:
+        """DPM-Solver++(2M), data prediction, same betas and spacing (Lu et al. 2022, Algorithm 2)."""
+        cfg = self.scheduler_config()
+        for key in ("variance_type", "clip_sample", "set_alpha_to_one"):  # no such DPM-Solver options
+            cfg.pop(key)
+        return DPMSolverMultistepScheduler(
+            **cfg,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            solver_type="midpoint",
+            lower_order_final=True,  # first-order steps at the end when fewer than 15 steps
+            final_sigmas_type="zero",  # the last step lands on sigma = 0, i.e. returns the x0 prediction
+        )
 
 
 def ddpm_loss(
@@ -122,10 +159,11 @@ def build_ddpm(dataset: Dataset, params: DDPMParams) -> DDPM:
 
 
 def ddpm_eval_samplers(params: DDPMParams) -> list[tuple[str, dict[str, Any]]]:
-    """Ancestral DDPM (Ho et al. 2020) and DDIM (Song et al. 2021) at the pinned budgets."""
+    """Ancestral DDPM (Ho et al. 2020), DDIM (Song et al. 2021) and DPM-Solver++ (Lu et al. 2022)."""
     return [
         ("ddpm", {"steps": params.ddpm_steps}),
         ("ddim", {"steps": params.ddim_steps, "eta": params.ddim_eta}),
+        ("dpm_solver", {"steps": params.dpm_steps}),
     ]
 
 

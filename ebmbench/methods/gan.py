@@ -192,9 +192,65 @@ def gan_train_step(model: GAN, next_batch: Callable[[], Tensor], optimizers: dic
     """
     if params.n_critic < 1:
         raise ValueError(f"n_critic={params.n_critic}: need at least one D update per G update")
-    d_steps = [critic_update(model, next_batch(), optimizers["d"], generator, params)
-               for _ in range(params.n_critic)]
+    d_steps, batch = [], 0
+    for _ in range(params.n_critic):
+        x_real = next_batch()
+        batch = x_real.shape[0]
+        d_steps.append(critic_update(model, x_real, optimizers["d"], generator, params))
     diag = {k: sum(d[k] for d in d_steps) / len(d_steps) for k in d_steps[0]}
-    batch = len(next_batch.__self__) if hasattr(next_batch, "__self__") else None  # noqa: F841 (unused)
-    g_loss = generator_update(model, d_steps_batch(d_steps, model), optimizers["g"], generator)
+    g_loss = generator_update(model, batch, optimizers["g"], generator)
     return {"loss": diag["d_loss"], **diag, "g_loss": g_loss}
+
+
+def method_betas(params: DCGANParams, run_betas: tuple[float, float]) -> tuple[float, float]:
+    """The method's Adam betas; a beta set < 0 falls back to the run's."""
+    return (params.beta1 if params.beta1 >= 0 else run_betas[0], params.beta2 if params.beta2 >= 0 else run_betas[1])
+
+
+def gan_optimizers(model: GAN, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
+    """Adam for G ("g") and for D ("d") at the run's lr, with the method's betas (see ``method_betas``)."""
+    b = method_betas(model.params, betas)
+    return {"g": torch.optim.Adam(model.net.parameters(), lr=lr, betas=b),
+            "d": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=b)}
+
+
+def build_gan_nets(dataset: Dataset, params: DCGANParams, d_norm: str) -> tuple[nn.Module, nn.Module]:
+    """MLP G and D for vector data (D norm "batch" becomes "none"); DCGAN conv G and D for (C, H, W) images."""
+    shape, box = dataset.shape, dataset.support
+    if len(shape) == 1:
+        g = MLPGenerator(params.latent_dim, shape, params.hidden, params.depth)
+        d = MLPDiscriminator(shape, params.hidden, params.depth, norm="none" if d_norm == "batch" else d_norm)
+        return g, d
+    if len(shape) == 3:
+        g = ConvGenerator(params.latent_dim, shape, params.g_channels, low=box.low, high=box.high)  # type: ignore[arg-type]
+        return g, ConvDiscriminator(shape, params.d_channels, norm=d_norm)  # type: ignore[arg-type]
+    raise ValueError(f"GANs have nets for shapes (D,) and (C, H, W), not {shape}")
+
+
+def build_gan(dataset: Dataset, params: DCGANParams, *, loss: str, d_norm: str) -> GAN:
+    """A GAN for ``dataset`` with the given loss and discriminator normalization."""
+    g, d = build_gan_nets(dataset, params, d_norm)
+    return GAN(g, d, dataset.support, params, loss)
+
+
+def gan_eval_samplers(params: DCGANParams) -> list[tuple[str, dict[str, Any]]]:
+    """One-shot samples x = G(z)."""
+    return [("generator", {"support_mode": params.support_mode})]
+
+
+VARIANTS = {  # method -> (params, loss, D normalization, citation)
+    "dcgan": (DCGANParams, "non_saturating", "batch",
+              "Radford et al. 2016, Unsupervised Representation Learning with Deep Convolutional GANs; "
+              "non-saturating loss of Goodfellow et al. 2014"),
+    "wgan_gp": (WGANGPParams, "wasserstein", "none",
+                "Gulrajani et al. 2017, Improved Training of Wasserstein GANs"),
+    "sngan": (SNGANParams, "hinge", "spectral",
+              "Miyato et al. 2018, Spectral Normalization for Generative Adversarial Networks"),
+}
+for _name, (_params, _loss, _norm, _cite) in VARIANTS.items():
+    METHODS.register(
+        _name,
+        MethodSpec(name=_name, family="gan", params=_params, build=partial(build_gan, loss=_loss, d_norm=_norm),
+                   train_step=gan_train_step, optimizers=gan_optimizers, eval_samplers=gan_eval_samplers,
+                   notebook="train_gan.ipynb", cite=_cite),
+    )
