@@ -44,6 +44,7 @@ class RunConfig:
     grad_clip: float = 0.0  # clip the parameter gradient norm to this (0 = off)
     n_eval_samples: int = 1000  # samples drawn per evaluation sampler
     eval_batch_size: int = 0  # batch for sampling at evaluation (0 = all at once)
+    samplers: str = ""  # comma-separated evaluation samplers to keep ("" = all the method evaluates)
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
     def to_dict(self) -> dict[str, Any]:

@@ -162,27 +162,149 @@ def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Fig
     return fig
 
 
-def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None, metric: str = "mmd2") -> plt.Figure:
-    """Sample quality against counted NFE per sample, one panel per dataset, every family."""
-    rows = frame[(frame.metric == metric) & (frame.metric_status == "ok")].copy()
-    rows["cost_nfe"] = [max(m.get("amortized_nfe", n) if isinstance(m, dict) else n, 1)
+QUALITY_PREFERENCE = ("fid", "mmd2")  # the headline quality metric: FID where measured, else MMD^2
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points not dominated by another with lower-or-equal cost and quality (both minimized)."""
+    ordered = points.sort_values([x, y])
+    front, best = [], float("inf")
+    for _, row in ordered.iterrows():
+        if row[y] < best:
+            front.append(row)
+            best = row[y]
+    return pd.DataFrame(front)
+
+
+def _headline_points(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, str]:
+    rows = frame[(frame.dataset == dataset) & (frame.metric_status == "ok")]
+    metric = next((m for m in QUALITY_PREFERENCE if (rows.metric == m).any()), QUALITY_PREFERENCE[-1])
+    rows = rows[rows.metric == metric].copy()
+    rows["nfe_cost"] = [max(m.get("amortized_nfe", n) if isinstance(m, dict) else n, 1)
                         for m, n in zip(rows["meta"], rows["nfe"])]
-    rows["setting"] = rows["method"] + " / " + rows["sampler"].fillna("")
-    datasets = sorted(rows.dataset.unique()) or ["(no rows)"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
-        sub = rows[rows.dataset == ds]
-        if len(sub):
-            sns.scatterplot(data=sub, x="cost_nfe", y="value", hue="setting", style="family", ax=ax, s=60)
-            floor = [m.get("floor") for m in sub["meta"] if isinstance(m, dict) and "floor" in m]
-            if floor:
-                ax.axhline(sum(floor) / len(floor), ls="--", c="gray", lw=1, label="real-vs-real floor")
-            ax.set_xscale("log")
-            ax.legend(fontsize=7)
-        ax.set_xlabel("NFE per sample (replay buffer: amortized chain length)")
-        ax.set_ylabel(f"{metric} (lower is better)")
-        ax.set_title(ds, fontsize=10)
+    rows["floor"] = pd.to_numeric([m.get("floor") if isinstance(m, dict) else None for m in rows["meta"]],
+                                  errors="coerce")
+    points = rows.groupby(["family", "method", "sampler"], as_index=False).agg(
+        value=("value", "mean"), nfe_cost=("nfe_cost", "mean"), flops=("flops_per_sample", "mean"),
+        floor=("floor", "mean"))
+    points["setting"] = points["method"] + " / " + points["sampler"]
+    return points, metric
+
+
+def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Headline: sample quality against NFE and against FLOPs per sample, every family, Pareto front marked."""
+    datasets = sorted(frame.dataset.dropna().unique()) or ["(no rows)"]
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 7.0), squeeze=False)
+    for j, ds in enumerate(datasets):
+        points, metric = _headline_points(frame, ds)
+        for i, (x, label) in enumerate([("nfe_cost", "NFE per sample (buffer: amortized)"),
+                                        ("flops", "matmul/conv FLOPs per sample")]):
+            ax = axes[i][j]
+            if len(points):
+                sns.scatterplot(data=points, x=x, y="value", hue="setting", style="family", ax=ax, s=60,
+                                legend=(i == 0))
+                front = pareto_front(points.dropna(subset=[x]), x, "value")
+                if len(front):
+                    ax.step(front[x], front["value"], where="post", c="k", lw=0.8, label="Pareto front")
+                if points["floor"].notna().any():
+                    ax.axhline(points["floor"].mean(), ls="--", c="gray", lw=1, label="real-vs-real floor")
+                ax.set_xscale("log")
+                if i == 0:
+                    ax.legend(fontsize=6)
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{metric} (lower is better)")
+            ax.set_title(ds, fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
+    return fig
+
+
+def _run_dirs(suite_dir: Path, frame: pd.DataFrame, dataset: str, seed: int | None = None) -> list[tuple[str, Path]]:
+    runs = frame[(frame.dataset == dataset) & (frame.run_status == "ok")].drop_duplicates("run_id")
+    if seed is not None and (runs.seed == seed).any():
+        runs = runs[runs.seed == seed]
+    runs = runs.drop_duplicates("method").sort_values("method")
+    return [(m, Path(suite_dir) / "runs" / r) for m, r in zip(runs.method, runs.run_id)]
+
+
+def suite_sample_grids(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
+    """All methods' samples side by side, one row per dataset (first seed, every sampler)."""
+    from ebmbench.builtins import load_dataset
+
+    rows = []
+    for ds in sorted(frame.dataset.dropna().unique()):
+        panels = []
+        for method, run_dir in _run_dirs(suite_dir, frame, ds, seed=0):
+            if (run_dir / "samples.pt").exists():
+                saved = torch.load(run_dir / "samples.pt", weights_only=True)
+                panels += [(f"{method} / {k}", v) for k, v in saved.items()]
+        if panels:
+            rows.append((ds, panels))
+    if not rows:
+        return None
+    width = max(len(p) for _, p in rows) + 1
+    fig, axes = plt.subplots(len(rows), width, figsize=(2.6 * width, 2.8 * len(rows)), squeeze=False)
+    for i, (ds, panels) in enumerate(rows):
+        data = load_dataset(ds)
+        _show(axes[i][0], data.test[:256], f"{ds}: test data", data.support)
+        for j, (title, x) in enumerate(panels, start=1):
+            _show(axes[i][j], x, title, data.support)
+        for j in range(len(panels) + 1, width):
+            axes[i][j].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def suite_training_curves(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
+    """Training loss of every method (first seed), one panel per dataset."""
+    datasets = sorted(frame.dataset.dropna().unique())
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for method, run_dir in _run_dirs(suite_dir, frame, ds, seed=0):
+            path = run_dir / "curves.jsonl"
+            if path.exists():
+                recs = pd.DataFrame([json.loads(ln) for ln in path.read_text().splitlines() if ln])
+                ax.plot(recs["step"], recs["loss"], label=method)
+        ax.set_title(ds, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss (method's own objective)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def suite_landscapes(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
+    """2D: each method's density (exp(-E) or p where declared, else a histogram of its samples) beside the truth."""
+    from ebmbench.builtins import load_dataset
+
+    rows = []
+    for ds in sorted(frame.dataset.dropna().unique()):
+        data = load_dataset(ds)
+        if data.support.dim != 2 or data.density is None:
+            continue
+        panels = [("true density", data.density.log_prob(grid_2d(data.support, 100)).view(100, 100).exp())]
+        for method, run_dir in _run_dirs(suite_dir, frame, ds, seed=0):
+            if (run_dir / "landscape.pt").exists():
+                grid = torch.load(run_dir / "landscape.pt", weights_only=True)
+                panels.append((f"{method}: exp(-E)", torch.exp(grid - grid.max())))
+            elif (run_dir / "samples.pt").exists():
+                x = next(iter(torch.load(run_dir / "samples.pt", weights_only=True).values()))
+                hist = torch.histogramdd(x.float(), bins=[40, 40], range=[data.support.low, data.support.high] * 2)
+                panels.append((f"{method}: sample histogram", hist.hist.T))
+        rows.append((ds, data.support, panels))
+    if not rows:
+        return None
+    width = max(len(p) for _, _, p in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(2.8 * width, 2.8 * len(rows)), squeeze=False)
+    for i, (ds, box, panels) in enumerate(rows):
+        for j in range(width):
+            axes[i][j].axis("off")
+        for j, (title, img) in enumerate(panels):
+            axes[i][j].imshow(img.numpy(), origin="lower", extent=(box.low, box.high, box.low, box.high),
+                              cmap="magma")
+            axes[i][j].set_title(f"{ds}: {title}" if j == 0 else title, fontsize=8)
+    fig.tight_layout()
     return fig

@@ -1,17 +1,31 @@
-"""A suite's report: tables over seeds, the quality-vs-cost figure, HTML export."""
+"""A suite's report: tables over seeds, likelihoods by kind, quality vs cost, figures, HTML export."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ebmbench.plots import quality_vs_cost
+from ebmbench import plots
 from ebmbench.results import atomic_write_text, load_results
 from ebmbench.suites import NOTEBOOKS_DIR
 
-TABLE_METRICS = ("nll_heldout", "nll_true_density", "mmd2", "energy_distance", "mode_coverage",
-                 "off_support_fraction", "true_nll_of_samples")
+SAMPLE_METRICS = ("mmd2", "energy_distance", "mode_coverage", "off_support_fraction", "true_nll_of_samples")
+LOWER_IS_BETTER = {"mmd2": True, "energy_distance": True, "fid": True, "kid": True}
+
+
+def seed_interval(values: np.ndarray, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, str]:
+    """A percentile bootstrap interval over seeds (Efron 1979) with >= 3 seeds, else min and max."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), "none"
+    if len(values) < 3:
+        return float(values.min()), float(values.max()), "min-max"
+    rng = np.random.default_rng(0)  # the report is deterministic
+    means = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi), f"bootstrap {int(level * 100)}%"
 
 
 def run_status_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -21,18 +35,50 @@ def run_status_table(frame: pd.DataFrame) -> pd.DataFrame:
                             aggfunc="count", fill_value=0)
 
 
-def metric_table(frame: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS) -> pd.DataFrame:
-    """Mean, min and max over seeds of each metric per dataset x method x sampler, with n seeds."""
+def _status_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    runs = frame.drop_duplicates("run_id")
+    counts = runs.groupby(["dataset", "method"]).run_status.value_counts().unstack(fill_value=0)
+    for col in ("diverged", "failed"):
+        if col not in counts:
+            counts[col] = 0
+    return counts[["diverged", "failed"]].reset_index()
+
+
+def metric_table(frame: pd.DataFrame, metrics: tuple[str, ...] = SAMPLE_METRICS) -> pd.DataFrame:
+    """Per dataset x method x sampler x metric: mean over seeds, its interval, the floor, cost,
+    and beside each cell the number of diverged and failed seeds of that dataset x method."""
     ok = frame[(frame.metric_status == "ok") & frame.metric.isin(metrics)].copy()
-    ok["floor"] = [m.get("floor") if isinstance(m, dict) else None for m in ok["meta"]]
-    ok["floor"] = pd.to_numeric(ok["floor"], errors="coerce")
-    ok["sampler"] = ok["sampler"].fillna("-")
-    grouped = ok.groupby(["dataset", "method", "sampler", "metric"])
-    table = grouped.agg(mean=("value", "mean"), min=("value", "min"), max=("value", "max"),
-                        seeds=("seed", "nunique"), floor=("floor", "mean"), nfe=("nfe", "mean"),
-                        wall_ms_per_sample=("wall_s_per_sample", lambda s: 1e3 * s.mean()),
-                        mflops_per_sample=("flops_per_sample", lambda s: s.mean() / 1e6))
-    return table.reset_index()
+    ok["floor"] = pd.to_numeric([m.get("floor") if isinstance(m, dict) else None for m in ok["meta"]],
+                                errors="coerce")
+    rows = []
+    for key, g in ok.groupby(["dataset", "method", "sampler", "metric"], dropna=False):
+        lo, hi, kind = seed_interval(g["value"].to_numpy(dtype=float))
+        rows.append({**dict(zip(["dataset", "method", "sampler", "metric"], key)),
+                     "mean": g["value"].mean(), "low": lo, "high": hi, "interval": kind, "seeds": g.seed.nunique(),
+                     "floor": g["floor"].mean(), "nfe": g["nfe"].mean(),
+                     "mflops_per_sample": g["flops_per_sample"].mean() / 1e6,
+                     "wall_ms_per_sample": 1e3 * g["wall_s_per_sample"].mean()})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.merge(_status_counts(frame), on=["dataset", "method"], how="left")
+
+
+def likelihood_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Likelihood rows grouped by likelihood_kind (exact, bounds, estimates): never ranked across kinds."""
+    ok = frame[frame.metric_status == "ok"].copy()
+    ok["likelihood_kind"] = [m.get("likelihood_kind") if isinstance(m, dict) else None for m in ok["meta"]]
+    ok = ok[ok.likelihood_kind.notna()]
+    tables = {}
+    for kind, g in ok.groupby("likelihood_kind"):
+        rows = []
+        for key, h in g.groupby(["dataset", "method", "metric"]):
+            lo, hi, interval = seed_interval(h["value"].to_numpy(dtype=float))
+            rows.append({**dict(zip(["dataset", "method", "metric"], key)), "mean": h["value"].mean(),
+                         "low": lo, "high": hi, "interval": interval, "seeds": h.seed.nunique(),
+                         "units": h.meta.iloc[0].get("units", "")})
+        tables[kind] = pd.DataFrame(rows)
+    return tables
 
 
 def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,32 +89,55 @@ def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def commits(frame: pd.DataFrame) -> list[str]:
+    """The commits the rows come from; more than one means the suite mixes code versions."""
     return sorted(frame.git_commit.dropna().unique())
 
 
-def figures(suite_dir: Path) -> dict[str, Path]:
-    """Write the report's figures under results/<suite>/figures/ and return their paths."""
+def provenance_warning(frame: pd.DataFrame) -> str:
+    found = commits(frame)
+    dirty = bool(frame.git_dirty.fillna(False).astype(bool).any())
+    parts = []
+    if len(found) > 1:
+        parts.append(f"rows come from {len(found)} commits ({', '.join(c[:10] for c in found)}): rerun for one")
+    if dirty:
+        parts.append("some rows were produced from a tree with uncommitted changes")
+    return "; ".join(parts) or f"all rows from commit {found[0][:10] if found else 'unknown'}, clean tree"
+
+
+def figures(suite_dir: Path | str) -> dict[str, Path]:
+    """Write the report's figures as PNG and SVG under results/<suite>/figures/."""
+    suite_dir = Path(suite_dir)
     frame = load_results(suite_dir)
-    out = Path(suite_dir) / "figures"
+    out = suite_dir / "figures"
     out.mkdir(exist_ok=True)
-    path = out / "quality_vs_cost.png"
-    fig = quality_vs_cost(frame, path)
-    fig.savefig(out / "quality_vs_cost.svg")
-    return {"quality_vs_cost": path}
+    made = {
+        "quality_vs_cost": plots.quality_vs_cost(frame),
+        "sample_grids": plots.suite_sample_grids(suite_dir, frame),
+        "training_curves": plots.suite_training_curves(suite_dir, frame),
+        "landscapes": plots.suite_landscapes(suite_dir, frame),
+    }
+    paths = {}
+    for name, fig in made.items():
+        if fig is None:
+            continue
+        for ext in ("png", "svg"):
+            fig.savefig(out / f"{name}.{ext}", dpi=120)
+        paths[name] = out / f"{name}.png"
+    return paths
 
 
-def render(suite_dir: Path | str) -> Path:
-    """Execute report.ipynb for a suite and export it to results/<suite>/report.html."""
+def render(suite_dir: Path | str, notebook: str = "report.ipynb") -> Path:
+    """Execute a report notebook for a suite and export it to results/<suite>/<name>.html."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
 
     suite_dir = Path(suite_dir).resolve()
-    executed = suite_dir / "report.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS_DIR / "report.ipynb"), str(executed),
+    executed = suite_dir / notebook
+    pm.execute_notebook(str(NOTEBOOKS_DIR / notebook), str(executed),
                         parameters={"suite_dir": str(suite_dir)}, progress_bar=False,
                         kernel_name="python3", cwd=str(NOTEBOOKS_DIR))
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(executed, as_version=4))
-    path = suite_dir / "report.html"
+    path = executed.with_suffix(".html")
     atomic_write_text(path, html)
     return path

@@ -17,7 +17,7 @@ from ebmbench.methods.base import MethodSpec
 from ebmbench.metrics.cost import sample_with_cost
 from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS, Metric, NotApplicable
 from ebmbench.protocol import GenerativeModel, Samples
-from ebmbench.results import MetricValue, atomic_write_json, make_rows, provenance
+from ebmbench.results import MetricValue, atomic_torch_save, atomic_write_json, make_rows, provenance
 from ebmbench.training import TrainResult, load_weights, train
 
 RESULT = "result.json"
@@ -73,19 +73,36 @@ def fit(run: Run, *, stop_after: int | None = None, progress: bool = True) -> Tr
     return run.trained
 
 
+def sampler_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, sampler, budget) for each evaluation sampler; a sampler used at several budgets
+    is labelled by its steps (``ddim@10``), so rows never collide."""
+    plan = run.spec.eval_samplers(run.cfg.method_params)
+    if run.cfg.samplers:
+        wanted = [s.strip() for s in run.cfg.samplers.split(",") if s.strip()]
+        known = sorted({name for name, _ in plan})
+        unknown = sorted(set(wanted) - set(known))
+        if unknown:
+            raise config_mod.ConfigError(f"parameter 'samplers': {unknown} not evaluated by {run.cfg.method!r}; "
+                                         f"choose from {known}")
+        plan = [(name, budget) for name, budget in plan if name in wanted]
+    names = [name for name, _ in plan]
+    return [(name if names.count(name) == 1 else f"{name}@{budget.get('steps')}", name, budget)
+            for name, budget in plan]
+
+
 def draw_samples(run: Run) -> dict[str, Samples]:
     """Draw n_eval_samples with each of the method's evaluation samplers, with their cost."""
     if run.status != "ok":
         return {}
     cfg = run.cfg
-    for name, budget in run.spec.eval_samplers(cfg.method_params):
+    for label, name, budget in sampler_plan(run):
         generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 1)
         try:
-            run.samples[name] = sample_with_cost(run.model, cfg.n_eval_samples, sampler=name, budget=budget,
-                                                 generator=generator, batch_size=cfg.eval_batch_size or None)
+            run.samples[label] = sample_with_cost(run.model, cfg.n_eval_samples, sampler=name, budget=budget,
+                                                  generator=generator, batch_size=cfg.eval_batch_size or None)
         except (FloatingPointError, ValueError, RuntimeError) as err:
-            reason = f"sampler {name!r} failed: {type(err).__name__}: {err}"
-            run.values += [MetricValue(m, None, status="failed", reason=reason, sampler=name)
+            reason = f"sampler {label!r} failed: {type(err).__name__}: {err}"
+            run.values += [MetricValue(m, None, status="failed", reason=reason, sampler=label)
                            for m in SAMPLE_METRICS.names()]
     return run.samples
 
@@ -148,6 +165,7 @@ def finish(run: Run) -> dict[str, Any]:
         reason = run.trained.reason if run.trained else "training did not run"
         step = run.trained.steps if run.trained else 0
         values = [MetricValue("run", None, status="failed", reason=f"{run.status} at step {step}: {reason}")]
+    save_artifacts(run)
     weights = (f"EMA (decay {run.cfg.ema_decay}) at step {run.trained.steps}" if run.cfg.eval_weights == "ema"
                else f"raw weights at step {run.trained.steps}") if run.trained else "none"
     for v in values:
@@ -157,6 +175,29 @@ def finish(run: Run) -> dict[str, Any]:
               "rows": make_rows(fields, values), "weights": weights}
     atomic_write_json(run.run_dir / RESULT, record)
     return record
+
+
+def log_density_grid(model: GenerativeModel, n: int = 100) -> torch.Tensor | None:
+    """Unnormalized log-density (-E, or log p) of a 2D model on an n x n grid over its box."""
+    box = model.support
+    if box.dim != 2 or not (model.has("energy") or model.has("log_prob")):
+        return None
+    ticks = torch.linspace(box.low, box.high, n)
+    gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
+    pts = torch.stack([gx.flatten(), gy.flatten()], dim=1).to(model.device)
+    with torch.no_grad():
+        values = model.log_prob(pts) if model.has("log_prob") else -model.energy(pts)
+    return values.detach().float().cpu().view(n, n)
+
+
+def save_artifacts(run: Run, keep: int = 256) -> None:
+    """samples.pt (the first samples of each sampler) and, for 2D densities, landscape.pt, for the report."""
+    if run.samples:
+        atomic_torch_save(run.run_dir / "samples.pt", {k: s.x[:keep].detach().cpu() for k, s in run.samples.items()})
+    if run.status == "ok":
+        grid = log_density_grid(run.model)
+        if grid is not None:
+            atomic_torch_save(run.run_dir / "landscape.pt", grid)
 
 
 def failed_record(params: dict[str, Any], run_dir: Path, error: str, family: str = "") -> dict[str, Any]:

@@ -112,13 +112,18 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     return name, runs
 
 
-def is_finished(spec: RunSpec, commit: str) -> bool:
-    """Finished = a result with status ok or diverged from the same config hash and code commit."""
+def is_finished(spec: RunSpec, code: dict[str, Any]) -> bool:
+    """Finished = an ok or diverged result from the same config hash and the same clean commit.
+
+    A result made from a tree with uncommitted changes, or a current tree with them, has no
+    known code version, so the run is redone.
+    """
     record = read_result(spec.run_dir)
-    if not record or record.get("run_status") not in ("ok", "diverged"):
+    if not record or record.get("run_status") not in ("ok", "diverged") or code["git_dirty"] is not False:
         return False
     row = record["rows"][0]
-    return row["config_hash"] == spec.cfg.config_hash and row["git_commit"] == commit
+    return (row["config_hash"] == spec.cfg.config_hash and row["git_commit"] == code["git_commit"]
+            and row["git_dirty"] is False)
 
 
 class InfrastructureError(RuntimeError):
@@ -198,9 +203,9 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     (e.g. a dask-jobqueue cluster's address). Rerunning skips runs whose config hash and
     commit match a finished (ok or diverged) result.
     """
-    commit = provenance("cpu")["git_commit"]
+    code = provenance("cpu")
     t0 = time.perf_counter()
-    statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, commit)}
+    statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, code)}
     todo = [s for s in runs if s.cfg.run_id not in statuses]
     if workers or scheduler:
         statuses.update(_run_dask(todo, name, workers, scheduler, retries, timeout_s, progress))

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.langevin import Energy, energy_and_grad
-from ebmbench.samplers.mala import MCMCStats, check_start, inside, mcmc_info, mh_accept, rows, sq_norm, support_box
+from ebmbench.samplers.mala import MCMCStats, check_args, inside, mcmc_info, mh_accept, rows, sq_norm, support_box
 
 
 def leapfrog(
@@ -56,7 +56,7 @@ def hmc_chain(
         raise ValueError(f"leapfrog_steps={leapfrog_steps}: HMC needs at least one leapfrog step")
     if not 0.0 <= step_jitter < 1.0:
         raise ValueError(f"step_jitter={step_jitter}: choose a fraction in [0, 1)")
-    check_start(box, x0)
+    check_args(box, x0, step_size=step_size, temperature=temperature)
     x = x0.detach()
     e, g = energy_and_grad(energy, x)
     nfe, trace, accepted = 1, [e], torch.zeros((), device=x.device)

@@ -41,7 +41,11 @@ def inside(box: Box | None, x: Tensor) -> Tensor:
     return box.contains(x)
 
 
-def check_start(box: Box | None, x0: Tensor) -> None:
+def check_args(box: Box | None, x0: Tensor, **positive: float) -> None:
+    """Step sizes and temperature must be positive; chains must start where the density is."""
+    for name, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value}: must be positive")
     if not bool(inside(box, x0).all()):
         raise ValueError("MCMC chains must start inside the support box (the density is zero outside it)")
 
@@ -67,7 +71,7 @@ def mala_chain(
     box: Box | None = None,
 ) -> tuple[Tensor, MCMCStats]:
     """MALA (Roberts & Tweedie 1996) targeting exp(-E(x)/T) on ``box`` (None: all of R^D)."""
-    check_start(box, x0)
+    check_args(box, x0, eps=eps, temperature=temperature)
     x = x0.detach()
     e, g = energy_and_grad(energy, x)
     nfe, trace, accepted, noise = 1, [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
