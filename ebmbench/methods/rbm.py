@@ -86,7 +86,7 @@ class RBMNet(nn.Module):
         flat = v.flatten(1)
         a = self._hidden_input(flat)
         h = torch.bernoulli(torch.sigmoid(a), generator=generator)
-        p_v = torch.sigmoid(F.linear(h, self.W.to(v.dtype).T, 0.8 * self.b.to(v.dtype)))
+        p_v = torch.sigmoid(F.linear(h, self.W.to(v.dtype).T, self.b.to(v.dtype)))
         v_next = torch.bernoulli(p_v, generator=generator)
         return v_next.view_as(v), p_v.view_as(v), self._free_energy(flat, a)
 
