@@ -7,6 +7,7 @@ from functools import cache, partial
 
 import ebmbench.methods.diffusion  # noqa: F401  (registers ddpm)
 import ebmbench.methods.ebm  # noqa: F401  (registers pcd_ebm, replay_buffer)
+import ebmbench.methods.rbm  # noqa: F401  (registers rbm_cd, rbm_pcd, gibbs)
 import ebmbench.samplers.diffusion  # noqa: F401  (registers ddpm, ddim samplers)
 import ebmbench.samplers.langevin  # noqa: F401  (registers langevin)
 from ebmbench.data.base import Dataset

@@ -161,13 +161,27 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+MANIFEST = "suite.json"
+
+
+def current_run_ids(suite_dir: Path | str) -> set[str] | None:
+    """The run ids of the suite as last executed (its manifest), or None without a manifest."""
+    path = Path(suite_dir) / MANIFEST
+    return set(json.loads(path.read_text())["run_ids"]) if path.exists() else None
+
+
 def load_results(suite_dir: Path | str):  # -> pandas.DataFrame
-    """Every row of every run under ``suite_dir/runs/*/result.json`` as one DataFrame."""
+    """Every row of the suite's runs (``runs/*/result.json``) as one DataFrame.
+
+    When the suite folder has a manifest, runs left over from an earlier definition of
+    the suite (another config hash) are not part of it and are left out.
+    """
     import pandas as pd
 
-    rows = []
+    rows, wanted = [], current_run_ids(suite_dir)
     for path in sorted(Path(suite_dir).glob("runs/*/result.json")):
-        rows.extend(json.loads(path.read_text())["rows"])
+        if wanted is None or path.parent.name in wanted:
+            rows.extend(json.loads(path.read_text())["rows"])
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")

@@ -13,7 +13,7 @@ import yaml
 
 from ebmbench import config as config_mod
 from ebmbench.builtins import METHODS
-from ebmbench.results import aggregate, provenance, read_result
+from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance, read_result
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,6 +215,7 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
         for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
             statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
     suite_dir = runs[0].run_dir.parent.parent
+    atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": [s.cfg.run_id for s in runs]})
     aggregate(suite_dir)
     ordered = {s.cfg.run_id: statuses[s.cfg.run_id] for s in runs}
     return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir)

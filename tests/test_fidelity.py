@@ -37,12 +37,13 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tmp_path_factory, digits):
     """A module cache (EBMBENCH_CACHE) with the digits classifier trained once, for 3 epochs."""
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EBMBENCH_CACHE", str(root))
         mp.setitem(domain.DEFAULT_PARAMS, "digits", domain.DomainParams(epochs=3))
+        domain.load_or_train(digits)
         yield root
 
 
@@ -117,8 +118,7 @@ def test_all_metrics_with_kid_subset_clipped_to_the_smaller_set(digits, cache):
     r = fidelity_metrics(noisy_samples(digits, n=150), digits, kid_subset_size=10_000)
     meta = r["meta"]
     assert meta["kid_subset_size"] == 150 and meta["kid_subset_size_requested"] == 10_000
-    assert 8.0 < r["floor"]["is"] <= 10.0  # real digits under a >90% accurate 10-class classifier
-    assert 1.0 <= r["is"] < r["floor"]["is"]
+    assert 1.0 <= r["is"] < r["floor"]["is"] <= 10.0  # IS is at most the number of classes
     assert r["kid"] > r["floor"]["kid"] and r["kid_std"] > 0
     assert 0.0 <= r["precision"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
     assert meta["comparable"]["fid"]["comparable"] is False and "digits" in meta["comparable"]["fid"]["reason"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 import torch_fidelity
 from scipy import stats
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
@@ -30,10 +32,11 @@ from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import for_extractor, to_uint8
 from ebmbench.metrics import domain
 from ebmbench.metrics.registry import Measured, Metric, NotApplicable
+from ebmbench.results import atomic_write_json
 
 INCEPTION = "inception-v3-compat"  # torch-fidelity's port of the TF Inception used by published FIDs
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]
-CONVERSION = "u8v1"  # version of to_uint8, part of every cache key
+CACHE_VERSION = "v2"  # part of every cache key: bump when to_uint8 or an extractor's outputs change
 FLOOR_SEED = 0  # which training images form the data floor
 RNG_SEED = 2020  # torch-fidelity's seed for KID subsets and IS shuffling (its default)
 KID_SUBSET_SIZE = 1000  # the usual KID subset size, lowered to the smallest set when needed
@@ -141,14 +144,18 @@ def resolve_extractor(kind: str, dataset: Dataset, *, weights_path: str | Path |
 
 def run_fidelity(gen: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ...], *, gen_cache: str | None,
                  ref_cache: str, kid_subset_size: int, cache_dir: str | Path | None, cuda: bool) -> dict[str, float]:
-    """One torch-fidelity call: input1 = generated (or floor) images, input2 = the reference."""
-    out = torch_fidelity.calculate_metrics(
-        input1=ImageSet(for_extractor(gen, ex.rgb)), input2=ImageSet(for_extractor(ref, ex.rgb)),
-        input1_cache_name=gen_cache, input2_cache_name=ref_cache, feature_extractor=ex.name,
-        **{m: m in metrics for m in ALL_METRICS}, kid_subset_size=kid_subset_size, rng_seed=RNG_SEED,
-        cuda=cuda, batch_size=256 if ex.kind == "domain" else 64, save_cpu_ram=True, verbose=False,
-        cache=True, cache_root=str(domain.cache_root(cache_dir) / "fidelity"), **ex.kwargs,
-    )
+    """One torch-fidelity call: input1 = generated (or floor) images, input2 = the reference.
+
+    numpy's BLAS gets torch's thread count: its default (all cores) is 30x slower for KID's
+    small kernels on a shared 2-core machine."""
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        out = torch_fidelity.calculate_metrics(
+            input1=ImageSet(for_extractor(gen, ex.rgb)), input2=ImageSet(for_extractor(ref, ex.rgb)),
+            input1_cache_name=gen_cache, input2_cache_name=ref_cache, feature_extractor=ex.name,
+            **{m: m in metrics for m in ALL_METRICS}, kid_subset_size=kid_subset_size, rng_seed=RNG_SEED,
+            cuda=cuda, batch_size=256 if ex.kind == "domain" else 64, save_cpu_ram=True, verbose=False,
+            cache=True, cache_root=str(domain.cache_root(cache_dir) / "fidelity"), **ex.kwargs,
+        )
     names = {torch_fidelity.KEY_METRIC_FID: "fid", torch_fidelity.KEY_METRIC_KID_MEAN: "kid",
              torch_fidelity.KEY_METRIC_KID_STD: "kid_std", torch_fidelity.KEY_METRIC_ISC_MEAN: "is",
              torch_fidelity.KEY_METRIC_ISC_STD: "is_std", torch_fidelity.KEY_METRIC_PRECISION: "precision",
@@ -157,10 +164,17 @@ def run_fidelity(gen: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ..
 
 
 def nearest_train_distance(x: Tensor, train: Tensor, device: torch.device) -> Tensor:
-    """L2 distance in pixel space (bytes / 255) from each image to its nearest training image."""
-    a = x.flatten(1).to(device, torch.float32) / 255.0
-    b = train.flatten(1).to(device, torch.float32) / 255.0
-    return torch.cat([torch.cdist(blk, b).min(dim=1).values for blk in a.split(512)]).cpu()
+    """L2 distance in pixel space (bytes / 255) from each image to its nearest training image.
+
+    Squared distances are computed on the integer bytes in float64, where |a|^2 + |b|^2 - 2 a.b is exact
+    (torch.cdist's matrix-product path is not), so a copied training image is at distance exactly 0."""
+    b = train.flatten(1).to(device, torch.float64)
+    b2 = (b * b).sum(1)
+    out = []
+    for blk in x.flatten(1).to(device, torch.float64).split(512):
+        d2 = (blk * blk).sum(1, keepdim=True) + b2 - 2.0 * blk @ b.T
+        out.append(d2.min(dim=1).values.clamp_min(0.0).sqrt() / 255.0)
+    return torch.cat(out).cpu()
 
 
 def copy_test(gen: Tensor, train: Tensor, val: Tensor, test: Tensor, device: torch.device) -> dict[str, Any]:
@@ -180,6 +194,18 @@ def copy_test(gen: Tensor, train: Tensor, val: Tensor, test: Tensor, device: tor
     return {"copy_fraction": hits_gen / len(d_gen), "reference_fraction": hits_test / len(d_test), "tau": tau,
             "p_value": float(p), "flagged": bool(p < COPY_ALPHA), "median_nn_ratio": ratio,
             "exact_copy_fraction": float((d_gen == 0).double().mean()), "n": len(d_gen), "definition": COPY_DEFINITION}
+
+
+def data_floor(floor: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ...], floor_cache: str,
+               **common: Any) -> dict[str, float]:
+    """The same metrics for real training images against the reference, computed once per setting and cached."""
+    path = domain.cache_root(common["cache_dir"]) / "fidelity" / (
+        f"{floor_cache}-floor-k{common['kid_subset_size']}-{'_'.join(sorted(metrics))}.json")
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = {**run_fidelity(floor, ref, ex, metrics, gen_cache=floor_cache, **common), "n": len(floor)}
+    atomic_write_json(path, result)
+    return result
 
 
 def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "domain", n: int | None = None,
@@ -209,17 +235,16 @@ def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "dom
     pick = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(FLOOR_SEED))[:n_floor]
     floor_u8, train_u8 = to_uint8(dataset.train[pick], dataset), to_uint8(dataset.train, dataset)
     gen = to_uint8(samples[:n].detach().cpu(), dataset)
-    key = f"{dataset.name}-{dataset.content_hash}-{CONVERSION}-{ex.weights_hash}"
+    key = f"{dataset.name}-{dataset.content_hash}-{CACHE_VERSION}-{ex.weights_hash}"
     dev = domain.pick_device(device)
     common = {"ref_cache": f"{key}-test", "kid_subset_size": subset, "cache_dir": cache_dir, "cuda": dev.type == "cuda"}
     out: dict[str, Any] = run_fidelity(gen, ref, ex, metrics, gen_cache=None, **common)
-    out["floor"] = {**run_fidelity(floor_u8, ref, ex, metrics, gen_cache=f"{key}-train{n_floor}s{FLOOR_SEED}",
-                                   **common), "n": n_floor}
+    out["floor"] = data_floor(floor_u8, ref, ex, metrics, f"{key}-train{n_floor}s{FLOOR_SEED}", **common)
     out["memorization"] = copy_test(gen, train_u8, to_uint8(dataset.val, dataset), ref, dev)
     meta = {"extractor": ex.name, "extractor_kind": ex.kind, "weights_hash": ex.weights_hash,
             "extractor_info": ex.info, "reference": "test", "n": n, "n_reference": len(ref), "n_floor": n_floor,
             "kid_subset_size": subset, "kid_subset_size_requested": kid_subset_size, "kid_subsets": 100,
-            "rng_seed": RNG_SEED, "min_samples": guard, "conversion": f"to_uint8 ({CONVERSION})",
+            "rng_seed": RNG_SEED, "min_samples": guard, "conversion": "to_uint8: clamp, nearest level, level to byte",
             "torch_fidelity": torch_fidelity.__version__,
             "floor_definition": f"{n_floor} training images (seed {FLOOR_SEED}) against the same test reference"}
     meta["comparable"] = {m: comparability(dataset.name, m, ex.kind, "test", n, published_dir)
@@ -239,18 +264,20 @@ def published_rows(published_dir: str | Path | None = None) -> list[dict[str, st
         return list(csv.DictReader(f))
 
 
-def _protocol_mismatch(row: dict[str, str], metric: str, extractor: str, reference: str, n: int) -> str | None:
-    """Why our protocol differs from this published number's, or None when it matches."""
+def _protocol_mismatch(row: dict[str, str], metric: str, extractor: str, reference: str,
+                       n: int) -> tuple[int, str] | None:
+    """How far our protocol is from this published number's (rank: 3 unrecorded ... 0 sample count) and why;
+    None when it matches."""
     want_n, want_ref, want_ex = (row.get(k, "").strip() for k in
                                  ("protocol_n_samples", "protocol_reference", "protocol_extractor"))
     if not (want_n and want_ex and (want_ref or metric == "is")):
-        return "its protocol (sample count, reference set, extractor) is not recorded"
+        return 3, "its protocol (sample count, reference set, extractor) is not recorded"
     if want_ex != "inception-v3" or extractor != "inception":
-        return f"extractor {want_ex} vs ours {INCEPTION if extractor == 'inception' else 'domain classifier'}"
+        return 2, f"extractor {want_ex} vs ours {INCEPTION if extractor == 'inception' else 'domain classifier'}"
     if metric == "fid" and want_ref != reference:
-        return f"reference {want_ref} set vs ours {reference} split"
+        return 1, f"reference {want_ref} set vs ours {reference} split"
     if n < int(want_n):
-        return f"{want_n} samples vs ours {n}"
+        return 0, f"{want_n} samples vs ours {n}"
     return None
 
 
@@ -270,10 +297,9 @@ def comparability(dataset: str, metric: str, extractor: str, reference: str, n: 
     if matches:
         return {"comparable": True, "reason": "same extractor, reference and at least the published sample count",
                 "matches": matches}
-    recorded = [(r, why) for r, why in misses if "not recorded" not in why]
-    r, why = (recorded or misses)[0]
+    r, (_, why) = min(misses, key=lambda m: m[1][0])
     return {"comparable": False, "reason": f"{len(rows)} published {metric} rows, none with our protocol; "
-                                           f"e.g. {r['model']} ({r['first_author']} {r['year']}): {why}",
+                                           f"nearest: {r['model']} ({r['first_author']} {r['year']}): {why}",
             "matches": []}
 
 
