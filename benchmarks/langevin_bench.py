@@ -84,6 +84,7 @@ def measure(run: Run, device: torch.device, warmup: int, repeats: int) -> dict:
     for _ in range(warmup - 1):
         timed(run, device)
     times = [timed(run, device)[0] for _ in range(repeats)]
+    print(f"  ... first call {first:.1f} s, timed runs {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
     return {"first": first, "times": times, "median": statistics.median(times), "x": x}
 
 
@@ -113,7 +114,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | CPU {cpu_name()} "
-          f"({os.cpu_count()} logical cores) | device {device} | load avg {os.getloadavg()[0]:.1f}")
+          f"({os.cpu_count()} logical cores) | device {device} | load avg {os.getloadavg()[0]:.1f}", flush=True)
     torch.manual_seed(0)  # weights only; the chains use their own seeded generators
     net = ConvEnergy(1, (32, 64, 64)).to(device).requires_grad_(False)
     x0 = Box(-1.0, 1.0, (1, 28, 28)).uniform(args.batch, torch.Generator(device).manual_seed(1), device)

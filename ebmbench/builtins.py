@@ -7,9 +7,12 @@ from functools import cache, partial
 
 import ebmbench.methods.diffusion  # noqa: F401  (registers ddpm)
 import ebmbench.methods.ebm  # noqa: F401  (registers pcd_ebm, replay_buffer)
+import ebmbench.methods.flow  # noqa: F401  (registers realnvp)
+import ebmbench.methods.gan  # noqa: F401  (registers dcgan, wgan_gp, sngan)
 import ebmbench.methods.rbm  # noqa: F401  (registers rbm_cd, rbm_pcd, gibbs)
 import ebmbench.samplers.diffusion  # noqa: F401  (registers ddpm, ddim samplers)
 import ebmbench.samplers.langevin  # noqa: F401  (registers langevin)
+import ebmbench.samplers.oneshot  # noqa: F401  (registers the generator sampler)
 from ebmbench.data.base import Dataset
 from ebmbench.data.images import digits_dataset
 from ebmbench.data.toy2d import DENSITIES, make_toy_dataset

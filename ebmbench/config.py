@@ -38,6 +38,7 @@ class RunConfig:
     eval_weights: str = "ema"  # ema | raw: which weights are evaluated
     checkpoint_every: int = 250  # steps between checkpoints (resume point)
     log_every: int = 25  # steps between curve records
+    snapshot_every: int = 0  # steps between sample snapshots of the raw weights (0 = none)
     max_loss: float = 1e6  # divergence guard: |loss| above this stops the run
     max_energy: float = 1e6  # divergence guard: |mean energy| above this stops the run
     max_grad_norm: float = 1e8  # divergence guard: parameter gradient norm above this stops the run

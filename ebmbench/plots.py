@@ -114,6 +114,24 @@ def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
                           f"Langevin chains (eps={p.langevin_eps}, T={p.langevin_T})")
 
 
+def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
+    """Energies of test data against energies of the model's own samples (default sampler)."""
+    if not run.model.has("energy") or run.status != "ok":
+        return None
+    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 11)
+    samples = run.model.sample(n, generator=gen).x
+    with torch.no_grad():
+        e_data = run.model.energy(run.dataset.test[:n].to(run.model.device)).cpu()
+        e_model = run.model.energy(samples).cpu()
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    ax.hist(e_data.numpy(), bins=40, alpha=0.6, density=True, label="test data")
+    ax.hist(e_model.numpy(), bins=40, alpha=0.6, density=True, label=f"samples ({run.model.default_sampler})")
+    ax.set_xlabel("energy E(x)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16, 64)) -> plt.Figure | None:
     """The same chains far beyond the evaluation length: short-run models degrade, persistent ones hold."""
     if not run.model.has("energy"):
@@ -144,6 +162,20 @@ def denoising_trajectory(run: Run, n: int = 500, n_frames: int = 6) -> plt.Figur
     for ax, (t, xs) in zip(axes[0], frames):
         _show(ax, xs, f"t = {t}" if t else "x_0", run.dataset.support)
     fig.suptitle("DDIM denoising trajectory (50 steps)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def samples_over_training(run: Run) -> plt.Figure | None:
+    """Samples of the raw weights at each snapshot step (same noise each time), if snapshots were taken."""
+    path = run.run_dir / "snapshots.pt"
+    if not path.exists():
+        return None
+    snaps = torch.load(path, weights_only=True)
+    fig, axes = plt.subplots(1, len(snaps), figsize=(2.4 * len(snaps), 2.6), squeeze=False)
+    for ax, (step, x) in zip(axes[0], sorted(snaps.items())):
+        _show(ax, x, f"step {step}", run.dataset.support)
+    fig.suptitle("samples over training (raw weights, fixed noise)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -19,6 +19,7 @@ from ebmbench.results import atomic_torch_save, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.jsonl"
+SNAPSHOTS = "snapshots.pt"
 
 
 @dataclass
@@ -66,6 +67,21 @@ def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wa
         "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s,
     })
+
+
+def save_snapshot(path: Path, model: GenerativeModel, step: int, n: int = 64, seed: int = 12345) -> None:
+    """Append samples of the current (raw) weights, drawn with the same fixed seed at every snapshot.
+
+    The model is put in eval mode for the draw (no batch-norm statistics are updated) and the
+    training generator is not touched, so a run with snapshots trains exactly like one without.
+    """
+    snaps = torch.load(path, weights_only=True) if path.exists() else {}
+    model.eval()
+    with torch.no_grad():
+        x = model.sample(n, generator=torch.Generator(model.device).manual_seed(seed)).x
+    model.train()
+    snaps = {k: v for k, v in snaps.items() if k < step} | {step: x.cpu()}
+    atomic_torch_save(path, snaps)
 
 
 def truncate_curves(path: Path, step: int) -> None:
@@ -130,6 +146,8 @@ def train(
             with curves_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{diag['loss']:.4g}")
+        if cfg.snapshot_every and done % cfg.snapshot_every == 0:
+            save_snapshot(run_dir / SNAPSHOTS, model, done)
         if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
             save_checkpoint(ckpt_path, done, model, optimizers, ema, generator,
                             wall_before + time.perf_counter() - t0)

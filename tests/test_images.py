@@ -151,6 +151,9 @@ def test_to_uint8_clamps_and_rounds_generated_values():
     assert rgb.shape == (4, 3, 8, 8) and torch.equal(rgb[:, 2], u8[:, 0])
     with pytest.raises(ValueError, match="expected images of shape"):
         to_uint8(torch.zeros(2, 64), ds)
+    x[3, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="1 of 4 images contain NaN"):
+        to_uint8(x, ds)
 
 
 def test_patches_are_cut_inside_their_column_region():

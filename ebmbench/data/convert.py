@@ -38,6 +38,9 @@ def to_uint8(x: Tensor, dataset: Dataset) -> Tensor:
     """Model-space images (N, C, H, W) to uint8 images of the same shape: clamp, round to a level, scale."""
     if x.dim() != 4 or x.shape[1:] != dataset.train.shape[1:]:
         raise ValueError(f"expected images of shape (N, {', '.join(map(str, dataset.shape))}), got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError(f"{int(torch.isnan(x).flatten(1).any(1).sum())} of {len(x)} images contain NaN: "
+                         "there is no byte for NaN (infinities clamp to the support)")
     return levels_to_uint8(to_levels(x, dataset), dataset.levels or CONTINUOUS_LEVELS)
 
 

@@ -46,8 +46,9 @@ def digits_dataset(binarized: bool = False) -> Dataset:
     else:
         x, box, n_levels = levels.float() / 8.0 - 1.0, Box(-1.0, 1.0, (1, 8, 8)), DIGITS_LEVELS
         convention = (
-            "17 integer levels k in 0..16 stored as 2k/16 - 1; discrete likelihoods use uniform "
-            "dequantization over each level's bin and add 64 * log(17) nats per image"
+            "17 integer levels k in 0..16 stored as 2k/16 - 1 (bin width 2/16); discrete likelihoods use uniform "
+            "dequantization over each level's bin: -log P(k) <= -log p(y) - 64 log(2/16) nats per image "
+            "(the same bound as -log p + 64 log 17 for data scaled to (k + u) / 17)"
         )
     idx = fixed_split(len(x))
     return Dataset(

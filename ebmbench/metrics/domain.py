@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,6 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import to_uint8
-from ebmbench.results import atomic_torch_save
 
 ARCH_VERSION = 1  # bump when DomainClassifier changes: old checkpoints are then not reused
 
@@ -137,6 +137,24 @@ def train_classifier(dataset: Dataset, params: DomainParams, device: str = "auto
             "test_accuracy": test_acc, "train_wall_s": wall, "device": str(dev), "torch": str(torch.__version__)}
 
 
+def save_if_absent(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Publish the checkpoint unless another process already did: concurrent runs then all use the
+    first checkpoint written, never a mix of weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)  # atomic, and fails when the file exists
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: an atomic rename, last writer wins
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class DomainExtractor:
     """A trained domain classifier, registered with torch-fidelity under ``name``."""
@@ -161,7 +179,7 @@ def load_or_train(dataset: Dataset, params: DomainParams | None = None, cache_di
     params = params or DEFAULT_PARAMS.get(dataset.name, DomainParams())
     path = checkpoint_path(dataset, params, cache_dir)
     if not path.is_file():
-        atomic_torch_save(path, train_classifier(dataset, params, device))
+        save_if_absent(path, train_classifier(dataset, params, device))
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     digest = weights_hash(ckpt["state_dict"])
     name = f"ebmbench-domain-{dataset.name}-{digest}"

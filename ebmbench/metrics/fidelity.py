@@ -40,6 +40,7 @@ CACHE_VERSION = "v2"  # part of every cache key: bump when to_uint8 or an extrac
 FLOOR_SEED = 0  # which training images form the data floor
 RNG_SEED = 2020  # torch-fidelity's seed for KID subsets and IS shuffling (its default)
 KID_SUBSET_SIZE = 1000  # the usual KID subset size, lowered to the smallest set when needed
+KID_SUBSETS = 100  # KID subsets (torch-fidelity's default); KID's std is over these
 ALL_METRICS = ("fid", "kid", "isc", "prc")  # torch-fidelity's names
 COPY_QUANTILE = 0.05  # copy threshold: this quantile of validation-to-train distances
 COPY_ALPHA = 1e-3  # flag memorization when the one-sided Fisher test p-value is below this
@@ -152,7 +153,8 @@ def run_fidelity(gen: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ..
         out = torch_fidelity.calculate_metrics(
             input1=ImageSet(for_extractor(gen, ex.rgb)), input2=ImageSet(for_extractor(ref, ex.rgb)),
             input1_cache_name=gen_cache, input2_cache_name=ref_cache, feature_extractor=ex.name,
-            **{m: m in metrics for m in ALL_METRICS}, kid_subset_size=kid_subset_size, rng_seed=RNG_SEED,
+            **{m: m in metrics for m in ALL_METRICS}, kid_subset_size=kid_subset_size, kid_subsets=KID_SUBSETS,
+            rng_seed=RNG_SEED,
             cuda=cuda, batch_size=256 if ex.kind == "domain" else 64, save_cpu_ram=True, verbose=False,
             cache=True, cache_root=str(domain.cache_root(cache_dir) / "fidelity"), **ex.kwargs,
         )
@@ -243,7 +245,7 @@ def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "dom
     out["memorization"] = copy_test(gen, train_u8, to_uint8(dataset.val, dataset), ref, dev)
     meta = {"extractor": ex.name, "extractor_kind": ex.kind, "weights_hash": ex.weights_hash,
             "extractor_info": ex.info, "reference": "test", "n": n, "n_reference": len(ref), "n_floor": n_floor,
-            "kid_subset_size": subset, "kid_subset_size_requested": kid_subset_size, "kid_subsets": 100,
+            "kid_subset_size": subset, "kid_subset_size_requested": kid_subset_size, "kid_subsets": KID_SUBSETS,
             "rng_seed": RNG_SEED, "min_samples": guard, "conversion": "to_uint8: clamp, nearest level, level to byte",
             "torch_fidelity": torch_fidelity.__version__,
             "floor_definition": f"{n_floor} training images (seed {FLOOR_SEED}) against the same test reference"}

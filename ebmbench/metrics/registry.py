@@ -113,7 +113,8 @@ def exact_nll(model: GenerativeModel, dataset: Dataset) -> Measured:
         u = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
         with torch.no_grad():
             log_p = model.log_prob(x + (u - 0.5) * width).cpu()
-        value, stderr = sample_stats.mean_nll(log_p - model.support.dim * math.log(width))
+        # P(k) = int_bin p >= w^D exp(E_u log p(y)), so -log P(k) <= -log p(y) - D log w (one u per image)
+        value, stderr = sample_stats.mean_nll(log_p + model.support.dim * math.log(width))
         meta.update(likelihood_kind="upper bound", convention=f"uniform dequantization over {dataset.levels} levels, "
                     "one draw per image; -log p(y) - D log(bin width) bounds the discrete NLL", bin_width=width)
     else:

@@ -1,0 +1,206 @@
+"""Generates the committed notebooks (outputs empty). Run with the project's venv."""
+import nbformat as nbf
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks")
+
+
+def nb(cells):
+    n = new_notebook(cells=cells)
+    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    n.metadata["language_info"] = {"name": "python"}
+    return n
+
+
+def params(src):
+    c = new_code_cell(src.strip())
+    c.metadata["tags"] = ["parameters"]
+    return c
+
+
+COMMON = '''
+seed = 0  # type: int - seeds training, sampling and evaluation
+suite = "adhoc"  # type: str - results go to <results_dir>/<suite>/runs/<run_id>/
+results_dir = "../results"  # type: str - root folder of all suites
+device = "cpu"  # type: str - cpu | cuda | auto
+threads = 1  # type: int - torch threads, recorded with every timing
+'''
+INJECT = ("Parameters not listed here (see `ebmbench list`, `ebmbench/config.py` and the method's params "
+          "dataclass) can be injected too; an unknown name or a wrong type stops the run with an error naming it.")
+
+
+def train_nb(title, intro, param_src, family_cells, curve_keys=None):
+    curves = f"plots.training_curves(r.run_dir, {curve_keys!r});" if curve_keys else "plots.training_curves(r.run_dir);"
+    return nb([
+        new_markdown_cell(f"# {title}\n\n{intro} Evaluated with the same metric code as every other family. {INJECT}"),
+        params(param_src),
+        new_code_cell("from ebmbench import plots, run"),
+        new_code_cell("r = run.start(globals())\nr.run_dir"),
+        new_code_cell("run.fit(r)"),
+        new_code_cell(curves),
+        *family_cells,
+        new_markdown_cell("## Shared evaluation (identical for every family)"),
+        new_code_cell("run.draw_samples(r)\nplots.samples_figure(r);"),
+        new_code_cell("run.evaluate(r)\nrun.table(r)"),
+        new_markdown_cell("The last cell writes `result.json`, the run's completion marker."),
+        new_code_cell('run.finish(r)["run_status"]'),
+    ])
+
+
+ebm = train_nb(
+    "Energy-based model: train, look, evaluate",
+    "Trains an EBM with the chosen objective (`method`: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, "
+    "nce_ebm) and evaluates it with the chosen samplers (`samplers`: langevin, mala, hmc, replay_buffer). "
+    "Langevin noise is `sqrt(2 * eps * T)`; samples drawn at `T != 1` are labelled tempered.",
+    '''
+dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
+method = "pcd_ebm"  # type: str - an EBM objective: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, nce_ebm
+samplers = ""  # type: str - comma-separated evaluation samplers ("" = all the method evaluates)
+''' + COMMON + '''
+train_steps = 1500  # type: int - optimizer steps
+batch_size = 256  # type: int - training batch
+lr = 1e-3  # type: float - Adam learning rate
+langevin_steps = 20  # type: int - K Langevin steps per training iteration
+langevin_eps = 0.01  # type: float - Langevin step size eps
+langevin_T = 1.0  # type: float - Langevin temperature T (noise sqrt(2 eps T))
+sample_steps = 200  # type: int - steps of the fresh chains drawn at evaluation
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [
+        new_markdown_cell("## Energy landscape and Langevin chains"),
+        new_code_cell("plots.energy_landscape(r);"),
+        new_code_cell("plots.chain_snapshots(r);"),
+        new_markdown_cell("Long-run chains: a short-run model is defined by its K-step sampler and its samples "
+                          "degrade far beyond K; a persistent (PCD) model is meant to hold."),
+        new_code_cell("plots.long_run_chains(r);"),
+        new_code_cell("plots.energy_histograms(r);"),
+    ],
+    curve_keys=("loss", "energy_gap", "energy_pos", "energy_neg"),
+)
+
+diff = train_nb(
+    "Diffusion model: train, look, evaluate",
+    "DDPM (Ho et al. 2020) with diffusers' `DDPMScheduler`, `DDIMScheduler` and `DPMSolverMultistepScheduler`, "
+    "settings pinned and recorded (`clip_sample=False`, `leading` timestep spacing, `fixed_small` variance).",
+    '''
+dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
+method = "ddpm"  # type: str - a diffusion method
+''' + COMMON + '''
+train_steps = 3000  # type: int - optimizer steps
+batch_size = 256  # type: int - training batch
+lr = 1e-3  # type: float - Adam learning rate
+num_train_timesteps = 1000  # type: int - T of the forward process
+ddpm_steps = 1000  # type: int - ancestral sampling steps at evaluation
+ddim_steps = 50  # type: int - DDIM steps at evaluation
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [new_markdown_cell("## Denoising trajectory"), new_code_cell("plots.denoising_trajectory(r);")],
+)
+
+score = train_nb(
+    "Score-based model (NCSN): train, look, evaluate",
+    "NCSN (Song & Ermon 2019): multi-sigma denoising score matching on a geometric sigma schedule, sampled by "
+    "annealed Langevin dynamics; the model exposes `score(x, sigma)` on a continuous noise level.",
+    '''
+dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
+method = "ncsn"  # type: str - a score-based method
+''' + COMMON + '''
+train_steps = 3000  # type: int - optimizer steps
+batch_size = 256  # type: int - training batch
+lr = 1e-3  # type: float - Adam learning rate
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [new_markdown_cell("## Annealed Langevin across sigma"), new_code_cell("plots.annealed_trajectory(r);")],
+)
+
+gan = train_nb(
+    "GAN: train, look, evaluate",
+    "DCGAN (non-saturating), WGAN-GP and SNGAN (hinge, spectral norm): one generator forward per sample.",
+    '''
+dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
+method = "dcgan"  # type: str - dcgan, wgan_gp or sngan
+''' + COMMON + '''
+train_steps = 2000  # type: int - generator steps
+batch_size = 256  # type: int - training batch
+lr = 2e-4  # type: float - Adam learning rate
+ema_decay = 0.99  # type: float - EMA of the generator's weights
+snapshot_every = 400  # type: int - steps between sample snapshots
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [new_markdown_cell("## Generator samples over training"), new_code_cell("plots.samples_over_training(r);")],
+    curve_keys=("loss", "d_loss", "g_loss"),
+)
+
+flow = train_nb(
+    "Flow (RealNVP): train, look, evaluate",
+    "RealNVP (Dinh et al. 2017): exact log-likelihood and exact sampling; the exact-likelihood reference that "
+    "the other families' likelihood estimators are read against.",
+    '''
+dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
+method = "realnvp"  # type: str - a flow
+''' + COMMON + '''
+train_steps = 2000  # type: int - optimizer steps
+batch_size = 256  # type: int - training batch
+lr = 1e-3  # type: float - Adam learning rate
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [new_markdown_cell("## The learned density"), new_code_cell("plots.energy_landscape(r);")],
+)
+
+rbm = train_nb(
+    "RBM: train, look, evaluate",
+    "A Bernoulli-Bernoulli RBM on binarized digits trained by CD-k (Hinton 2002) or PCD (Tieleman 2008), "
+    "sampled by block Gibbs; with at most 20 hidden units its log Z, and so its likelihood, is exact.",
+    '''
+dataset = "digits_binary"  # type: str - binary data
+method = "rbm_cd"  # type: str - rbm_cd or rbm_pcd
+''' + COMMON + '''
+train_steps = 2000  # type: int - optimizer steps
+batch_size = 64  # type: int - training batch
+lr = 1e-2  # type: float - Adam learning rate
+n_hidden = 16  # type: int - hidden units (<= 20 keeps log Z exact)
+gibbs_steps = 1000  # type: int - Gibbs sweeps at evaluation
+n_eval_samples = 1000  # type: int - samples per evaluation sampler
+''',
+    [],
+    curve_keys=("loss", "free_energy_gap", "recon_error"),
+)
+
+REPORT_INTRO = ("# Suite report\n\nEvery number below comes from `results/<suite>/runs/*/result.json`; "
+                "a diverged or failed run is counted beside each cell, never dropped. Each cell is the mean over seeds "
+                "with a bootstrap 95% interval (3 or more seeds) or min and max (fewer). `floor` is the real-vs-real "
+                "value at the same N. `true_nll_of_samples` rewards mode collapse: read it beside `mode_coverage` and "
+                "`mmd2`. Likelihoods are grouped by kind (exact, bound, estimate) and never ranked across kinds.")
+rep = nb([
+    new_markdown_cell(REPORT_INTRO),
+    params('suite_dir = "../results/quick"  # type: str - the suite folder to report on'),
+    new_code_cell("import pandas as pd\nfrom IPython.display import Image, display\n\nfrom ebmbench import report\n"
+                  "from ebmbench.results import load_results\n\n"
+                  "pd.set_option(\"display.max_rows\", 500)\npd.set_option(\"display.width\", 200)\n"
+                  "frame = load_results(suite_dir)\nprint(report.provenance_warning(frame))"),
+    new_markdown_cell("## Runs by status"),
+    new_code_cell("report.run_status_table(frame)"),
+    new_markdown_cell("## Sample quality against sampling cost (headline)"),
+    new_code_cell("figures = report.figures(suite_dir)\nImage(filename=str(figures[\"quality_vs_cost\"]))"),
+    new_markdown_cell("## Sample statistics per dataset, method and sampler"),
+    new_code_cell("report.metric_table(frame).round(5)"),
+    new_markdown_cell("## Likelihoods, by kind"),
+    new_code_cell("for kind, table in report.likelihood_tables(frame).items():\n"
+                  "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))"),
+    new_markdown_cell("## Samples of every method"),
+    new_code_cell("Image(filename=str(figures[\"sample_grids\"])) if \"sample_grids\" in figures else None"),
+    new_markdown_cell("## 2D: every method's density against the truth"),
+    new_code_cell("Image(filename=str(figures[\"landscapes\"])) if \"landscapes\" in figures else None"),
+    new_markdown_cell("## Training curves"),
+    new_code_cell("Image(filename=str(figures[\"training_curves\"])) if \"training_curves\" in figures else None"),
+    new_markdown_cell("## Not measured, and why"),
+    new_code_cell("report.not_measured(frame)"),
+])
+
+NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
+             "train_rbm": rbm, "report": rep}
+if __name__ == "__main__":
+    import sys
+    for name, n in NOTEBOOKS.items():
+        if len(sys.argv) == 1 or name in sys.argv[1:]:
+            nbf.write(n, f"{OUT}/{name}.ipynb")
