@@ -14,9 +14,12 @@ import ebmbench.samplers.diffusion  # noqa: F401  (registers ddpm, ddim samplers
 import ebmbench.samplers.langevin  # noqa: F401  (registers langevin)
 import ebmbench.samplers.oneshot  # noqa: F401  (registers the generator sampler)
 from ebmbench.data.base import Dataset
-from ebmbench.data.images import digits_dataset
+from ebmbench.data.images import cifar10_dataset, digits_dataset, fashion_mnist_dataset, mnist_dataset
+from ebmbench.data.patches import patches8_dataset, patches32_dataset
 from ebmbench.data.toy2d import DENSITIES, make_toy_dataset
 from ebmbench.methods.base import METHODS
+from ebmbench.metrics.fidelity import METRICS as FIDELITY_METRICS
+from ebmbench.metrics.registry import SAMPLE_METRICS
 from ebmbench.protocol import SAMPLERS
 from ebmbench.registry import Registry
 
@@ -25,6 +28,11 @@ for _name in DENSITIES:
     DATASETS.register(_name, partial(make_toy_dataset, _name))
 DATASETS.register("digits", digits_dataset)
 DATASETS.register("digits_binary", partial(digits_dataset, binarized=True))
+for _name, _build in [("mnist", mnist_dataset), ("fashion_mnist", fashion_mnist_dataset),
+                      ("cifar10", cifar10_dataset), ("patches8", patches8_dataset), ("patches32", patches32_dataset)]:
+    DATASETS.register(_name, _build)
+for _metric in FIDELITY_METRICS:  # fidelity.py imports registry.py, so it registers here, not there
+    SAMPLE_METRICS.register(_metric.name, _metric)
 
 
 @cache

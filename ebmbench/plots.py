@@ -194,7 +194,7 @@ def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Fig
     return fig
 
 
-QUALITY_PREFERENCE = ("fid", "mmd2")  # the headline quality metric: FID where measured, else MMD^2
+QUALITY_PREFERENCE = ("fid_inception", "fid_domain", "mmd2")  # headline quality: FID where measured, else MMD^2
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from ebmbench import plots
 from ebmbench.results import atomic_write_text, load_results
 from ebmbench.suites import NOTEBOOKS_DIR
 
-SAMPLE_METRICS = ("mmd2", "energy_distance", "mode_coverage", "off_support_fraction", "true_nll_of_samples")
+SAMPLE_METRICS = ("mmd2", "energy_distance", "mode_coverage", "off_support_fraction", "true_nll_of_samples",
+                  "fid_domain", "kid_domain", "is_domain", "precision_domain", "recall_domain", "nn_copy_fraction")
 LOWER_IS_BETTER = {"mmd2": True, "energy_distance": True, "fid": True, "kid": True}
 
 

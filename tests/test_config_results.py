@@ -46,7 +46,7 @@ def test_int_is_accepted_for_float():
         ({"dataset": "eight_gaussians", "method": "pcd_ebm", "train_steps": True}, r"'train_steps' must be int"),
         ({"dataset": "eight_gaussians", "method": "pcd_ebm", "train_steps": 0}, r"'train_steps' must be >= 1"),
         ({"dataset": "nine_gaussians", "method": "pcd_ebm"}, r"unknown dataset 'nine_gaussians'; choose"),
-        ({"dataset": "digits", "method": "vae"}, r"unknown method 'vae'; choose one of: ddpm, pcd_ebm"),
+        ({"dataset": "digits", "method": "vae"}, r"unknown method 'vae'; choose one of: .*ddpm.*pcd_ebm"),
         ({"method": "ddpm"}, r"'dataset' is required"),
         ({"dataset": "digits", "method": "ddpm", "device": "tpu"}, r"'device' must be 'cpu', 'cuda' or 'auto'"),
     ],

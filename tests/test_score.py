@@ -21,7 +21,7 @@ from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS
 from ebmbench.methods.diffusion import DDPM, DDPMParams
 from ebmbench.methods.score import NCSN, NOISE_LABEL_SCALE, NCSNParams, build_ncsn, dsm_loss, ncsn_loss
-from ebmbench.noise import VENoise, VPNoise, geometric_sigmas
+from ebmbench.noise import VENoise, geometric_sigmas
 from ebmbench.protocol import SAMPLERS, Box
 from ebmbench.samplers.diffusion import ddim_decode, ddim_invert
 

@@ -124,8 +124,8 @@ class DDPM(GenerativeModel):
             algorithm_type="dpmsolver++",
             solver_order=2,
             solver_type="midpoint",
-            lower_order_final=True,  # first-order steps at the end when fewer than 15 steps
-            final_sigmas_type="zero",  # the last step lands on sigma = 0, i.e. returns the x0 prediction
+            lower_order_final=True,  # with < 15 steps, the second-to-last step is first order too
+            final_sigmas_type="zero",  # the last step (first order) lands on sigma = 0: the x0 prediction
         )
 
 
