@@ -180,6 +180,35 @@ def samples_over_training(run: Run) -> plt.Figure | None:
     return fig
 
 
+def annealed_trajectory(run: Run, n_frames: int = 6) -> plt.Figure | None:
+    """Annealed Langevin (Song & Ermon 2019) shown at the end of evenly chosen noise levels (score models)."""
+    from ebmbench.noise import geometric_sigmas
+    from ebmbench.samplers.annealed import initial_state, step_sizes
+
+    if not run.model.has("score"):
+        return None
+    p, box = run.cfg.method_params, run.model.support
+    sigmas = geometric_sigmas(p.sigma_max, p.sigma_min, p.n_sigmas)
+    alphas = step_sizes(sigmas, p.eps)
+    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
+    x = initial_state(run.model, 500 if box.dim <= 2 else 16, gen, p.init, p.sigma_max)
+    keep = set(torch.linspace(0, len(sigmas) - 1, min(n_frames, len(sigmas))).round().long().tolist())
+    frames = []
+    with torch.no_grad():
+        for i, (sigma, alpha) in enumerate(zip(sigmas.tolist(), alphas.tolist())):
+            for _ in range(p.steps_per_sigma):
+                z = torch.randn(x.shape, generator=gen, device=x.device)
+                x = x + 0.5 * alpha * run.model.score(x, sigma) + alpha**0.5 * z
+            if i in keep:
+                frames.append((f"sigma = {sigma:.3g}", x))
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
+    for ax, (title, xs) in zip(axes[0], frames):
+        _show(ax, xs, title, run.dataset.support)
+    fig.suptitle(f"annealed Langevin: {p.steps_per_sigma} steps per level, eps = {p.eps}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure:
     """Curves recorded in curves.jsonl against the step."""
     recs = [json.loads(ln) for ln in (Path(run_dir) / "curves.jsonl").read_text().splitlines() if ln]

@@ -183,7 +183,11 @@ def test_schedulers_share_the_pinned_settings() -> None:
     assert METHODS.get("ddpm").eval_samplers(DDPMParams()) == [
         ("ddpm", {"steps": 1000}),
         ("ddim", {"steps": 50, "eta": 0.0}),
+        ("dpm_solver", {"steps": 20}),
     ]
+    sweep = METHODS.get("ddpm").eval_samplers(DDPMParams(step_sweep="10,20"))
+    assert [(name, b["steps"]) for name, b in sweep] == [
+        ("ddpm", 10), ("ddpm", 20), ("ddim", 10), ("ddim", 20), ("dpm_solver", 10), ("dpm_solver", 20)]
     assert SAMPLERS.get("ddpm").fn is diffusion_samplers.ddpm_ancestral
     assert SAMPLERS.get("ddim").parameters() == {"steps": 50, "eta": 0.0}
 

@@ -42,6 +42,7 @@ class DDPMParams:
     ddim_steps: int = 50  # DDIM steps at evaluation
     ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
     dpm_steps: int = 20  # DPM-Solver++(2M) steps at evaluation (Lu et al. 2022)
+    step_sweep: str = ""  # e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead
 
 
 def scheduler_settings(params: DDPMParams) -> dict[str, Any]:
@@ -160,6 +161,10 @@ def build_ddpm(dataset: Dataset, params: DDPMParams) -> DDPM:
 
 def ddpm_eval_samplers(params: DDPMParams) -> list[tuple[str, dict[str, Any]]]:
     """Ancestral DDPM (Ho et al. 2020), DDIM (Song et al. 2021) and DPM-Solver++ (Lu et al. 2022)."""
+    if params.step_sweep:
+        steps = [int(k) for k in params.step_sweep.split(",")]
+        return [(name, {"steps": k, **extra}) for name, extra in
+                (("ddpm", {}), ("ddim", {"eta": params.ddim_eta}), ("dpm_solver", {})) for k in steps]
     return [
         ("ddpm", {"steps": params.ddpm_steps}),
         ("ddim", {"steps": params.ddim_steps, "eta": params.ddim_eta}),

@@ -37,7 +37,7 @@ class ShortRunParams:
     langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
     grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
-    l2_weight: float = 0.0  # alpha in alpha * (E(x+)^2 + E(x-)^2) (Nijkamp et al. use none)
+    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss
 
     @property
     def sample_steps(self) -> int:
@@ -105,7 +105,7 @@ class NCEParams:
     channels: str = "32,64"  # conv energy channels (image data)
     spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     noise: str = "gaussian"  # q: gaussian (batch mean and per-coordinate std, truncated to the box) | uniform
-    noise_ratio: int = 1  # nu, noise samples per data sample
+    noise_ratio: int = 4  # nu, noise samples per data sample (larger: closer to maximum likelihood)
     noise_min_std: float = 0.05  # floor of the fitted per-coordinate std (constant pixels have std 0)
     langevin_eps: float = 0.01  # step size eps of the evaluation chains
     langevin_T: float = 1.0  # temperature T of the evaluation chains
@@ -204,8 +204,7 @@ def short_run_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator
 def cdk_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: CDkParams
              ) -> tuple[Tensor, dict[str, float]]:
     """Negatives: k ULA steps started at the data batch (Hinton 2002, contrastive divergence CD-k)."""
-    loss, diag = contrastive_loss(model, x_pos, run_chains(model, x_pos, generator), params.l2_weight)
-    return loss, diag
+    return contrastive_loss(model, x_pos, run_chains(model, x_pos, generator), params.l2_weight)
 
 
 # ---------------------------------------------------------------- score matching
@@ -275,13 +274,16 @@ class TruncatedDiagonalGaussian:
 
     By hand: torch.distributions has no truncated normal. Diagonal because the box mass of a
     full-covariance Gaussian has no closed form, and NCE needs q normalized on the support.
+    Coordinates whose window [a, b] lies in the upper tail are mirrored to the lower tail,
+    where Phi and its inverse keep their precision.
     """
 
     def __init__(self, mu: Tensor, std: Tensor, box: Box) -> None:
         self.mu, self.std, self.box = mu, std, box
-        self.a, self.b = (box.low - mu) / std, (box.high - mu) / std  # standardized faces
-        self.cdf_a, self.cdf_b = torch.special.ndtr(self.a), torch.special.ndtr(self.b)
-        self.log_mass = log_ndtr_diff(self.b, self.a)  # per coordinate, log(Phi(b) - Phi(a))
+        a, b = (box.low - mu) / std, (box.high - mu) / std  # standardized faces
+        self.flip = a > 0
+        self.lo, self.hi = torch.where(self.flip, -b, a), torch.where(self.flip, -a, b)  # window, lower tail
+        self.log_mass = log_ndtr_diff(self.hi, self.lo)  # per coordinate, log(Phi(b) - Phi(a))
 
     def log_prob(self, y: Tensor) -> Tensor:
         z = (y - self.mu) / self.std
@@ -290,14 +292,14 @@ class TruncatedDiagonalGaussian:
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         u = torch.rand((n, *self.mu.shape), generator=generator, device=self.mu.device, dtype=self.mu.dtype)
-        p = (self.cdf_a + u * (self.cdf_b - self.cdf_a)).clamp(1e-7, 1 - 1e-7)
-        return self.box.clamp(self.mu + self.std * torch.special.ndtri(p))
+        cdf_lo, cdf_hi = torch.special.ndtr(self.lo), torch.special.ndtr(self.hi)
+        p = (cdf_lo + u * (cdf_hi - cdf_lo)).clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
+        z = torch.special.ndtri(p)
+        return self.box.clamp(self.mu + self.std * torch.where(self.flip, -z, z))
 
 
-def log_ndtr_diff(b: Tensor, a: Tensor) -> Tensor:
-    """log(Phi(b) - Phi(a)) for b > a, computed in the tail where it is accurate."""
-    flip = a > 0  # both in the upper tail: use Phi(-a) - Phi(-b)
-    hi, lo = torch.where(flip, -a, b), torch.where(flip, -b, a)
+def log_ndtr_diff(hi: Tensor, lo: Tensor) -> Tensor:
+    """log(Phi(hi) - Phi(lo)) for hi > lo, accurate when the window lies in the lower tail."""
     log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
     return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
 
