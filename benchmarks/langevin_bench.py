@@ -78,14 +78,33 @@ def timed(run: Run, device: torch.device) -> tuple[float, Tensor]:
     return time.perf_counter() - start, x
 
 
-def measure(run: Run, device: torch.device, warmup: int, repeats: int) -> dict:
-    """First call (compile, if any, happens here), further warm-up, then ``repeats`` timed runs."""
-    first, x = timed(run, device)
-    for _ in range(warmup - 1):
-        timed(run, device)
-    times = [timed(run, device)[0] for _ in range(repeats)]
-    print(f"  ... first call {first:.1f} s, timed runs {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
-    return {"first": first, "times": times, "median": statistics.median(times), "x": x}
+def warm_up(runs: dict[str, Run], device: torch.device, warmup: int) -> dict[str, dict | str]:
+    """Each variant's first call (compile, if any, happens here) and further untimed calls."""
+    rows: dict[str, dict | str] = {}
+    for name, run in runs.items():
+        try:
+            first, x = timed(run, device)
+            for _ in range(warmup - 1):
+                timed(run, device)
+        except Exception as err:  # e.g. torch.compile without a working toolchain: report it, don't crash
+            rows[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            continue
+        rows[name] = {"first": first, "times": [], "x": x}
+        print(f"  warm-up {name}: first call {first:.1f} s", flush=True)
+    return rows
+
+
+def measure(runs: dict[str, Run], device: torch.device, warmup: int, repeats: int) -> dict[str, dict | str]:
+    """Warm every variant up, then time them round-robin so that load changes hit every row alike."""
+    rows = warm_up(runs, device, warmup)
+    live = [name for name, r in rows.items() if isinstance(r, dict)]
+    for i in range(repeats):
+        for name in live:
+            rows[name]["times"].append(timed(runs[name], device)[0])
+        print(f"  repeat {i + 1}: " + ", ".join(f"{n} {rows[n]['times'][-1]:.2f} s" for n in live), flush=True)
+    for name in live:
+        rows[name]["median"] = statistics.median(rows[name]["times"])
+    return rows
 
 
 def report(rows: dict[str, dict | str], baseline: str, steps: int, batch: int) -> None:
@@ -119,15 +138,19 @@ def main() -> None:
     net = ConvEnergy(1, (32, 64, 64)).to(device).requires_grad_(False)
     x0 = Box(-1.0, 1.0, (1, 28, 28)).uniform(args.batch, torch.Generator(device).manual_seed(1), device)
     n, eps = args.steps, args.eps
-    rows: dict[str, dict | str] = {}
-    rows["plain autograd loop"] = measure(lambda: plain_loop(net, x0, n, eps, 2), device, args.warmup, args.repeats)
-    rows["ula eager"] = measure(lambda: our_ula(net, x0, n, eps, 2), device, args.warmup, args.repeats)
+    runs: dict[str, Run] = {
+        "plain autograd loop": lambda: plain_loop(net, x0, n, eps, 2),
+        "ula eager": lambda: our_ula(net, x0, n, eps, 2),
+    }
+    compile_error = None
     try:
-        compiled = torch.compile(net, mode=args.compile_mode)
-        rows["ula + torch.compile"] = measure(lambda: our_ula(compiled, x0, n, eps, 2), device, args.warmup,
-                                              args.repeats)
-    except Exception as err:  # a machine without a working compiler toolchain: report, don't crash
-        rows["ula + torch.compile"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        compiled = torch.compile(net, mode=args.compile_mode)  # lazy: compiles on the first call, in warm_up
+        runs["ula + torch.compile"] = lambda: our_ula(compiled, x0, n, eps, 2)
+    except Exception as err:
+        compile_error = f"{type(err).__name__}: {err}"
+    rows = measure(runs, device, args.warmup, args.repeats)
+    if compile_error:
+        rows["ula + torch.compile"] = compile_error
     report(rows, "plain autograd loop", n, args.batch)
 
 

@@ -53,6 +53,11 @@ class RunConfig:
         d["method_params"] = dataclasses.asdict(self.method_params)
         return d
 
+    def flat_params(self) -> dict[str, Any]:
+        """Every parameter, common and the method's own, as the flat dict a notebook takes."""
+        d = self.to_dict()
+        return {**{k: v for k, v in d.items() if k != "method_params"}, **d["method_params"]}
+
     @property
     def config_hash(self) -> str:
         """sha256 of the fully resolved config, minus where its results are written."""

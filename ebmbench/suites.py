@@ -92,7 +92,8 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
         where = f"{path}: runs[{i}]"
         _check_keys(where, entry, ENTRY_KEYS)
         per_method = entry.get("method_params") or {}
-        _check_keys(f"{where}.method_params", per_method, set(entry.get("methods") or []))
+        # any registered method may be named (YAML anchors share one block), a misspelled one may not
+        _check_keys(f"{where}.method_params", per_method, set(METHODS.names()))
         combos = itertools.product(_list(where, entry, "datasets"), _list(where, entry, "methods"),
                                    entry.get("seeds", [0]))
         for dataset, method, seed in combos:
@@ -103,7 +104,8 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                 cfg = config_mod.resolve(params)
             except (config_mod.ConfigError, KeyError) as err:
                 raise SuiteError(f"{where} ({dataset}, {method}, seed {seed}): {err}") from None
-            runs.append(RunSpec(params, cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook))
+            # inject every resolved parameter: the notebook's own defaults must never apply in a suite
+            runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook))
     if not runs:
         raise SuiteError(f"{path}: the suite lists no runs")
     ids = [r.cfg.run_id for r in runs]

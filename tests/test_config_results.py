@@ -90,8 +90,8 @@ def test_suite_expands_and_applies_overrides(tmp_path):
         ({"runs": [{"datasets": ["digits"], "methods": []}]}, r"'methods' must be a non-empty list"),
         ({"runs": [{"datasets": ["digits"], "methods": ["ddpm"], "params": {"lr": "x"}}]},
          r"runs\[0\] \(digits, ddpm, seed 0\): parameter 'lr' must be float"),
-        ({"runs": [{"datasets": ["digits"], "methods": ["ddpm"], "method_params": {"pcd_ebm": {}}}]},
-         r"method_params: unknown key"),
+        ({"runs": [{"datasets": ["digits"], "methods": ["ddpm"], "method_params": {"pcd_ebn": {}}}]},
+         r"method_params: unknown key\(s\) \['pcd_ebn'\]"),
         ({"runs": []}, r"lists no runs"),
     ],
 )

@@ -26,7 +26,7 @@ from ebmbench.protocol import Box
 
 NEW_METHODS = ("short_run_ebm", "cdk_ebm", "dsm_ebm", "ssm_ebm", "nce_ebm")
 TINY = {"dataset": "eight_gaussians", "suite": "objectives", "batch_size": 256, "threads": 1, "hidden": 64,
-        "lr": 3e-3, "log_every": 50, "eval_weights": "raw", "seed": 0}
+        "lr": 3e-3, "log_every": 50, "eval_weights": "raw", "seed": 0, "n_eval_samples": 256}
 # Tuned tiny runs (seed 0, 2-core CPU): every MCMC objective reaches the ring around the 8 modes by step 200.
 TRAIN = {
     "pcd_ebm": {"train_steps": 200, "langevin_steps": 10, "buffer_size": 2000},
@@ -171,6 +171,23 @@ def test_mcmc_objectives_close_half_the_nll_gap_to_the_true_density(trained, met
     assert m["nll"] < untrained - 0.5 * (untrained - true_nll)
 
 
+@pytest.mark.parametrize("method", ["short_run_ebm", "nce_ebm"])
+def test_trained_objectives_are_evaluated_end_to_end_with_fresh_langevin_chains(trained, method):
+    r, m = trained(method)
+    run.draw_samples(r)
+    run.evaluate(r)
+    record = run.finish(r)
+    assert record["run_status"] == "ok"
+    rows = {(row["sampler"], row["metric"]): row for row in record["rows"]}
+    assert {row["sampler"] for row in record["rows"]} == {None, "langevin"}
+    mmd = rows[("langevin", "mmd2")]
+    assert mmd["metric_status"] == "ok" and mmd["nfe"] == r.cfg.method_params.sample_steps
+    if method == "short_run_ebm":
+        assert mmd["nfe"] == TRAIN[method]["langevin_steps"]  # evaluated with its own K-step sampler
+    nll = rows[(None, "nll_heldout")]
+    assert nll["metric_status"] == "ok" and nll["value"] == pytest.approx(m["nll"], rel=1e-6)
+
+
 # ---------------------------------------------------------------- score matching and NCE
 
 
@@ -226,23 +243,33 @@ class IsotropicQuadratic(nn.Module):
         return 0.5 * self.a * x.flatten(1).pow(2).sum(1)
 
 
+def dsm_at(a: float, x, sigma: float) -> tuple[float, float, float]:
+    """DSM loss of E_a on x (fixed noise draw): mean, standard error, and d mean / d a by autograd."""
+    model = eo.EnergyModel(IsotropicQuadratic(a), Box(-50.0, 50.0, x.shape[1:]), PCDParams(buffer_size=1))
+    loss, _ = eo.dsm_loss(model, x, torch.Generator().manual_seed(1), eo.DSMParams(sigma=sigma))
+    loss.mean().backward()  # reaches a only through grad_x E: needs create_graph=True
+    loss = loss.detach()
+    return float(loss.mean()), float(loss.std()) / math.sqrt(len(loss)), float(model.net.net.a.grad)
+
+
 def test_dsm_is_minimized_by_the_score_of_the_noised_data():
-    # data N(0, s2 I_D); E_a = a |x|^2 / 2, x~ = x + sigma eps. Then E[0.5 |eps - sigma a x~|^2]
-    # = D/2 (1 - 2 a sigma^2 + a^2 sigma^2 (s2 + sigma^2)), minimized at a = 1 / (s2 + sigma^2), the precision of the NOISED data, not 1 / s2.
-    s2, sigma, dim, n = 0.5, 0.4, 2, 400_000
+    # data N(0, s2 I_D), E_a = a |x|^2 / 2, x~ = x + sigma eps: E[0.5 |eps - sigma a x~|^2]
+    # = D/2 (1 - 2 a sigma^2 + a^2 sigma^2 (s2 + sigma^2)), minimized at a* = 1 / (s2 + sigma^2),
+    # the precision of the NOISED data, not the data's 1 / s2.
+    s2, sigma, dim, n, h = 0.5, 0.4, 2, 100_000, 1e-3
     x = math.sqrt(s2) * torch.randn(n, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    box = Box(-50.0, 50.0, (dim,))
     a_star = 1 / (s2 + sigma**2)
     for a in (1 / s2, a_star, 0.5 * a_star):
-        model = eo.EnergyModel(IsotropicQuadratic(a), box, PCDParams(buffer_size=1))
-        loss, _ = eo.dsm_loss(model, x, torch.Generator().manual_seed(1), eo.DSMParams(sigma=sigma))
-        loss.mean().backward()
-        exact = 0.5 * dim * (1 - 2 * a * sigma**2 + a**2 * sigma**2 * (s2 + sigma**2))
-        d_exact = 0.5 * dim * (-2 * sigma**2 + 2 * a * sigma**2 * (s2 + sigma**2))
-        se = float(loss.detach().std()) / math.sqrt(n)
-        assert abs(float(loss.mean()) - exact) < 4 * se
-        assert abs(float(model.net.net.a.grad) - d_exact) < 0.01 * sigma**2 * dim  # grad through create_graph
-    assert abs(0.5 * dim * (-2 * sigma**2 + 2 * (1 / s2) * sigma**2 * (s2 + sigma**2))) > 0.1  # 1/s2 is not it
+        mean, se, grad = dsm_at(a, x, sigma)
+        assert abs(mean - 0.5 * dim * (1 - 2 * a * sigma**2 + a**2 * sigma**2 * (s2 + sigma**2))) < 4 * se
+        finite_diff = (dsm_at(a + h, x, sigma)[0] - dsm_at(a - h, x, sigma)[0]) / (2 * h)
+        assert grad == pytest.approx(finite_diff, rel=1e-6)
+    # the sample loss is exactly quadratic in a: one Newton step from 1/s2 lands on its minimizer
+    _, _, g = dsm_at(1 / s2, x, sigma)
+    curvature = (dsm_at(1 / s2 + h, x, sigma)[2] - dsm_at(1 / s2 - h, x, sigma)[2]) / (2 * h)
+    a_hat = 1 / s2 - g / curvature
+    print(f"dsm: Newton minimizer {a_hat:.4f}, noised precision {a_star:.4f}, data precision {1 / s2:.4f}")
+    assert a_hat == pytest.approx(a_star, rel=0.01) and abs(a_hat - 1 / s2) > 0.2 * a_star
 
 
 def test_truncated_gaussian_noise_is_normalized_and_sampled_on_the_box():

@@ -55,7 +55,7 @@ ebm = train_nb(
     '''
 dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
 method = "pcd_ebm"  # type: str - an EBM objective: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, nce_ebm
-samplers = ""  # type: str - comma-separated evaluation samplers ("" = all the method evaluates)
+samplers = ""  # type: str - comma-separated evaluation samplers, empty for all the method evaluates
 ''' + COMMON + '''
 train_steps = 1500  # type: int - optimizer steps
 batch_size = 256  # type: int - training batch
@@ -158,7 +158,7 @@ method = "rbm_cd"  # type: str - rbm_cd or rbm_pcd
 train_steps = 2000  # type: int - optimizer steps
 batch_size = 64  # type: int - training batch
 lr = 1e-2  # type: float - Adam learning rate
-n_hidden = 16  # type: int - hidden units (<= 20 keeps log Z exact)
+n_hidden = 16  # type: int - hidden units, at most 20 keeps log Z exact
 gibbs_steps = 1000  # type: int - Gibbs sweeps at evaluation
 n_eval_samples = 1000  # type: int - samples per evaluation sampler
 ''',

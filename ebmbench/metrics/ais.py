@@ -419,8 +419,12 @@ def estimate_log_z(model: GenerativeModel, dataset: Dataset | None, params: AISP
     path = build_path(model, dataset, params)
     if not reverse:
         return ais(path, params, generator)
+    cost0, start_time = _cost(path), time.perf_counter()
     x, start, approximate = reverse_start(model, path, params.runs * params.chains, params, generator)
-    return ais(path, params, generator, x, start, approximate)
+    start_cost = {"start_nfe_per_chain": _cost(path) - cost0, "start_wall_s": time.perf_counter() - start_time}
+    results = ais(path, params, generator, x, start, approximate)
+    results["reverse"].info.update(start_cost)
+    return results
 
 
 # ---------------------------------------------------------------- the metrics (registry signature)
@@ -486,7 +490,7 @@ def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AI
         wall_s=r.wall_s, acceptance=r.acceptance, start=r.start, approximate_start=r.approximate_start,
         split="test", units="nats per sample", n=len(nll),
         bits_per_dim=likelihood.bits_per_dim(value, model.support.dim),
-        ais_params=asdict(params),
+        ais_params=asdict(params), **r.info,
     )
     return value, stderr, meta
 

@@ -34,12 +34,15 @@ from ebmbench.data.base import Dataset
 from ebmbench.metrics import likelihood, registry
 from ebmbench.protocol import GenerativeModel
 
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's adaptive RK solvers
+FIRST_STEP = 1e-3  # first step of the solve, as a fraction of ln(sigma_max / sigma_min)
+
 
 @dataclass
 class PFODEParams:
     """Settings of the probability-flow ODE likelihood (Song et al. 2021)."""
 
-    method: str = "dopri5"  # torchdiffeq solver (adaptive Dormand-Prince 5(4), as Song et al.'s RK45)
+    method: str = "dopri5"  # adaptive torchdiffeq solver: dopri5 (Dormand-Prince 5(4), Song et al.'s RK45) | ...
     rtol: float = 1e-5  # relative tolerance of the adaptive solver (Song et al. 2021: 1e-5)
     atol: float = 1e-5  # absolute tolerance of the adaptive solver (Song et al. 2021: 1e-5)
     exact_trace_max_dim: int = 2  # exact divergence up to this many dimensions, Hutchinson above
@@ -78,18 +81,18 @@ def divergence_hutchinson(s: Tensor, x: Tensor, probe: Tensor) -> Tensor:
 class ProbabilityFlow:
     """Right-hand side of (x, Delta) in t = ln sigma: (-sigma^2 s, sigma^2 div s); counts its calls."""
 
-    def __init__(self, model: GenerativeModel, probe: Tensor | None) -> None:
-        self.model, self.probe, self.calls = model, probe, 0
+    def __init__(self, model: GenerativeModel, probe: Tensor | None, dtype: torch.dtype) -> None:
+        self.model, self.probe, self.dtype, self.calls = model, probe, dtype, 0
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         self.calls += 1
-        x, _ = state
+        x, delta = state  # torchdiffeq concatenates the state, so x arrives in delta's float64
         sigma = float(t.exp())
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
+            x = x.detach().to(self.dtype).requires_grad_(True)
             s = self.model.score(x, sigma)
             div = divergence_exact(s, x) if self.probe is None else divergence_hutchinson(s, x, self.probe)
-        return (-(sigma**2) * s).detach(), (sigma**2 * div).detach().to(state[1].dtype)
+        return (-(sigma**2) * s).detach().to(delta.dtype), (sigma**2 * div).detach().to(delta.dtype)
 
 
 def gaussian_log_prob(x: Tensor, std: float) -> Tensor:
@@ -106,16 +109,21 @@ def rademacher(x: Tensor, generator: torch.Generator) -> Tensor:
 
 def solve_log_prob(model: GenerativeModel, x: Tensor, params: PFODEParams, generator: torch.Generator) -> FlowSolve:
     """log p_{sigma_min}(x) of the model's probability flow: one solve from sigma_min to sigma_max."""
+    if params.method not in ADAPTIVE:
+        raise ValueError(f"method {params.method!r}: choose an adaptive torchdiffeq solver, one of {ADAPTIVE}")
     process = model.noise_process
     exact = x[0].numel() <= params.exact_trace_max_dim
-    flow = ProbabilityFlow(model, None if exact else rademacher(x, generator))
+    flow = ProbabilityFlow(model, None if exact else rademacher(x, generator), x.dtype)
     t = torch.tensor([math.log(process.sigma_min), math.log(process.sigma_max)], dtype=torch.float64)
     delta0 = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     calls0 = model.net.forward_calls
     start = time.perf_counter()
+    # the adaptive steps must not leave [sigma_min, sigma_max], where the score is undefined: a small first
+    # step (the default probe step may overshoot) and t_max as a step the solver must land on, not pass
+    options = {"first_step": FIRST_STEP * float(t[1] - t[0]), "step_t": t[1:]}
     with torch.no_grad():
-        xs, deltas = odeint(flow, (x, delta0), t.to(x.device), rtol=params.rtol, atol=params.atol,
-                            method=params.method)
+        xs, deltas = odeint(flow, (x.double(), delta0), t.to(x.device), rtol=params.rtol, atol=params.atol,
+                            method=params.method, options=options)
     wall = time.perf_counter() - start
     log_p = gaussian_log_prob(xs[-1], process.sigma_max) - deltas[-1]
     return FlowSolve(log_p.cpu(), flow.calls, model.net.forward_calls - calls0, wall)
