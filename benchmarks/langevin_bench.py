@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ebmbench.nets.conv import ConvEnergy
 from ebmbench.protocol import Box
-from ebmbench.samplers.langevin import ula
+from ebmbench.samplers.langevin import energy_and_grad, ula
 
 Run = Callable[[], Tensor]
 
@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128, help="chains per run")
     p.add_argument("--eps", type=float, default=0.01, help="Langevin step size eps (noise sqrt(2 eps))")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--cold-compile", action="store_true", help="disable inductor caches: time a from-scratch compile")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p.parse_args()
 
@@ -68,69 +69,66 @@ def our_ula(energy: Callable[[Tensor], Tensor], x0: Tensor, steps: int, eps: flo
     return x
 
 
-def timed(run: Run, device: torch.device) -> tuple[float, Tensor]:
+def timed(run: Run, device: torch.device) -> tuple[float, float, Tensor]:
+    """Wall clock (device-synchronized) and this process's CPU time of one call, and its result."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     x = run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, x
+    return time.perf_counter() - wall, time.process_time() - cpu, x
 
 
-def warm_up(runs: dict[str, Run], device: torch.device, warmup: int) -> dict[str, dict | str]:
-    """Each variant's first call (compile, if any, happens here) and further untimed calls."""
-    rows: dict[str, dict | str] = {}
+def compile_energy(net: nn.Module, x0: Tensor, mode: str, device: torch.device) -> tuple[nn.Module, float]:
+    """torch.compile(net), compiled now by one forward + input-gradient call; returns it and that call's wall s."""
+    compiled = torch.compile(net, mode=mode)
+    seconds, _, _ = timed(lambda: energy_and_grad(compiled, x0)[1], device)
+    return compiled, seconds
+
+
+def measure(runs: dict[str, Run], device: torch.device, warmup: int, repeats: int) -> dict[str, dict]:
+    """``warmup`` untimed calls of every variant, then ``repeats`` timed rounds, round-robin over variants
+    so that load changes on a shared machine hit every row alike."""
+    rows: dict[str, dict] = {name: {"wall": [], "cpu": []} for name in runs}
     for name, run in runs.items():
-        try:
-            first, x = timed(run, device)
-            for _ in range(warmup - 1):
-                timed(run, device)
-        except Exception as err:  # e.g. torch.compile without a working toolchain: report it, don't crash
-            rows[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            continue
-        rows[name] = {"first": first, "times": [], "x": x}
-        print(f"  warm-up {name}: first call {first:.1f} s", flush=True)
-    return rows
-
-
-def measure(runs: dict[str, Run], device: torch.device, warmup: int, repeats: int) -> dict[str, dict | str]:
-    """Warm every variant up, then time them round-robin so that load changes hit every row alike."""
-    rows = warm_up(runs, device, warmup)
-    live = [name for name, r in rows.items() if isinstance(r, dict)]
+        for _ in range(warmup):
+            rows[name]["x"] = timed(run, device)[2]
     for i in range(repeats):
-        for name in live:
-            rows[name]["times"].append(timed(runs[name], device)[0])
-        print(f"  repeat {i + 1}: " + ", ".join(f"{n} {rows[n]['times'][-1]:.2f} s" for n in live), flush=True)
-    for name in live:
-        rows[name]["median"] = statistics.median(rows[name]["times"])
+        for name, run in runs.items():
+            wall, cpu, _ = timed(run, device)
+            rows[name]["wall"].append(wall)
+            rows[name]["cpu"].append(cpu)
+        print(f"  round {i + 1}: " + ", ".join(f"{n} {r['wall'][-1]:.2f} s" for n, r in rows.items()), flush=True)
+    for r in rows.values():
+        r["median"], r["cpu_median"] = statistics.median(r["wall"]), statistics.median(r["cpu"])
     return rows
 
 
 def report(rows: dict[str, dict | str], baseline: str, steps: int, batch: int) -> None:
-    base = rows[baseline]["median"] if isinstance(rows[baseline], dict) else float("nan")
-    print(f"{'variant':<22}{'median s':>10}{'min s':>9}{'max s':>9}{'ms/step':>9}{'speedup vs plain':>18}")
+    base = rows[baseline]
+    print(f"{'variant':<22}{'median s':>9}{'min s':>8}{'max s':>8}{'ms/step':>9}{'speedup':>9}"
+          f"{'cpu s':>8}{'cpu speedup':>13}")
     for name, r in rows.items():
         if isinstance(r, str):
             print(f"{name:<22}FAILED: {r}")
             continue
-        print(f"{name:<22}{r['median']:>10.3f}{min(r['times']):>9.3f}{max(r['times']):>9.3f}"
-              f"{1000 * r['median'] / steps:>9.1f}{base / r['median']:>17.2f}x")
+        print(f"{name:<22}{r['median']:>9.2f}{min(r['wall']):>8.2f}{max(r['wall']):>8.2f}"
+              f"{1000 * r['median'] / steps:>9.1f}{base['median'] / r['median']:>8.2f}x"
+              f"{r['cpu_median']:>8.2f}{base['cpu_median'] / r['cpu_median']:>12.2f}x")
+    print(f"({steps} steps at batch {batch}; speedup = plain median / variant median, wall clock, same run; "
+          f"cpu = this process's CPU seconds, less sensitive to other load)")
     for name, r in rows.items():
-        if isinstance(r, dict) and "compile" in name:
-            print(f"{name}: first call {r['first']:.1f} s, one-off compile ~ {r['first'] - r['median']:.1f} s "
-                  f"(excluded from the timings above)")
-    xs = {k: r["x"] for k, r in rows.items() if isinstance(r, dict)}
-    for name, x in xs.items():
-        if name != baseline:
-            print(f"max |x_{name} - x_plain| = {float((x - xs[baseline]).abs().max()):.2e}")
-    print(f"({steps} steps at batch {batch}; speedup = plain median / variant median, same run)")
+        if isinstance(r, dict) and name != baseline:
+            print(f"max |x_{name} - x_plain| = {float((r['x'] - base['x']).abs().max()):.2e}")
 
 
 def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cold_compile:
+        torch._inductor.config.force_disable_caches = True
     device = torch.device(args.device)
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | CPU {cpu_name()} "
           f"({os.cpu_count()} logical cores) | device {device} | load avg {os.getloadavg()[0]:.1f}", flush=True)
@@ -142,15 +140,16 @@ def main() -> None:
         "plain autograd loop": lambda: plain_loop(net, x0, n, eps, 2),
         "ula eager": lambda: our_ula(net, x0, n, eps, 2),
     }
-    compile_error = None
+    failed: dict[str, str] = {}
     try:
-        compiled = torch.compile(net, mode=args.compile_mode)  # lazy: compiles on the first call, in warm_up
+        compiled, compile_s = compile_energy(net, x0, args.compile_mode, device)
         runs["ula + torch.compile"] = lambda: our_ula(compiled, x0, n, eps, 2)
-    except Exception as err:
-        compile_error = f"{type(err).__name__}: {err}"
-    rows = measure(runs, device, args.warmup, args.repeats)
-    if compile_error:
-        rows["ula + torch.compile"] = compile_error
+        cache = "caches disabled" if args.cold_compile else "inductor caches on: a rerun may reuse earlier work"
+        print(f"  torch.compile(mode={args.compile_mode!r}): one-off {compile_s:.1f} s ({cache}; "
+              f"includes one step; excluded from the timings)", flush=True)
+    except Exception as err:  # e.g. no working C++ toolchain: report the row as failed, time the others
+        failed["ula + torch.compile"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+    rows: dict[str, dict | str] = {**measure(runs, device, args.warmup, args.repeats), **failed}
     report(rows, "plain autograd loop", n, args.batch)
 
 

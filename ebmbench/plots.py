@@ -118,14 +118,17 @@ def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
     """Energies of test data against energies of the model's own samples (default sampler)."""
     if not run.model.has("energy") or run.status != "ok":
         return None
+    from ebmbench.run import sampler_plan
+
     gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 11)
-    samples = run.model.sample(n, generator=gen).x
+    label, name, budget = sampler_plan(run)[0]  # the method's first evaluation sampler, at its budget
+    samples = run.model.sample(n, generator=gen, sampler=name, **budget).x
     with torch.no_grad():
         e_data = run.model.energy(run.dataset.test[:n].to(run.model.device)).cpu()
         e_model = run.model.energy(samples).cpu()
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     ax.hist(e_data.numpy(), bins=40, alpha=0.6, density=True, label="test data")
-    ax.hist(e_model.numpy(), bins=40, alpha=0.6, density=True, label=f"samples ({run.model.default_sampler})")
+    ax.hist(e_model.numpy(), bins=40, alpha=0.6, density=True, label=f"samples ({label})")
     ax.set_xlabel("energy E(x)")
     ax.legend(fontsize=8)
     fig.tight_layout()

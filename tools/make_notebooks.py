@@ -51,7 +51,9 @@ ebm = train_nb(
     "Energy-based model: train, look, evaluate",
     "Trains an EBM with the chosen objective (`method`: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, "
     "nce_ebm) and evaluates it with the chosen samplers (`samplers`: langevin, mala, hmc, replay_buffer). "
-    "Langevin noise is `sqrt(2 * eps * T)`; samples drawn at `T != 1` are labelled tempered.",
+    "Langevin noise is `sqrt(2 * eps * T)`; samples drawn at `T != 1` are labelled tempered. Each objective's own "
+    "parameters (e.g. `langevin_steps` K for the MCMC-trained ones, `sigma` for DSM, `noise_ratio` for NCE, "
+    "`sample_steps` of the evaluation chains) are injected by name.",
     '''
 dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
 method = "pcd_ebm"  # type: str - an EBM objective: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, nce_ebm
@@ -60,10 +62,8 @@ samplers = ""  # type: str - comma-separated evaluation samplers, empty for all 
 train_steps = 1500  # type: int - optimizer steps
 batch_size = 256  # type: int - training batch
 lr = 1e-3  # type: float - Adam learning rate
-langevin_steps = 20  # type: int - K Langevin steps per training iteration
-langevin_eps = 0.01  # type: float - Langevin step size eps
-langevin_T = 1.0  # type: float - Langevin temperature T (noise sqrt(2 eps T))
-sample_steps = 200  # type: int - steps of the fresh chains drawn at evaluation
+langevin_eps = 0.01  # type: float - Langevin step size eps, training and evaluation chains
+langevin_T = 1.0  # type: float - Langevin temperature T, noise sqrt(2 eps T)
 n_eval_samples = 1000  # type: int - samples per evaluation sampler
 ''',
     [

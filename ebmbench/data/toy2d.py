@@ -63,7 +63,7 @@ def _logsumexp(lj: Tensor) -> Tensor:
     return torch.where(m[:, 0] == -math.inf, m[:, 0], out)  # all terms zero: -inf, not NaN
 
 
-def _log_ndtr_diff(u: Tensor, v: Tensor) -> Tensor:
+def log_ndtr_diff(u: Tensor, v: Tensor) -> Tensor:
     """log(Phi(u) - Phi(v)) for u > v, stable in both tails (reflects to the lower tail)."""
     flip = v > 0
     hi, lo = torch.where(flip, -v, u), torch.where(flip, -u, v)
@@ -348,7 +348,7 @@ class Checkerboard(ToyDensity):
     def component_log_joint(self, x: Tensor) -> Tensor:
         edges = torch.arange(-2.0, 2.0, dtype=torch.float64, device=x.device)  # left edges of the 4 columns
         d = (x[:, :, None] - edges) / self.STD  # [N, 2, 4]
-        log_f = _log_ndtr_diff(d, d - 1.0 / self.STD)  # per-axis log density of each unit interval
+        log_f = log_ndtr_diff(d, d - 1.0 / self.STD)  # per-axis log density of each unit interval
         col, row = (self.corners + 2.0).long().to(x.device).unbind(1)
         return self.log_weights.to(x.device) + log_f[:, 0, col] + log_f[:, 1, row]
 

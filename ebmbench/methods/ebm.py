@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.nets.conv import ConvEnergy
+from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
 from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.langevin import ula
@@ -31,6 +32,8 @@ class PCDParams:
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
     sample_steps: int = 200  # K of the fresh chains that sample() runs at evaluation
+    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
 
 
@@ -57,13 +60,14 @@ class EBM(GenerativeModel):
                     grad_clip=p.grad_clip)
 
 
-def build_energy_net(dataset: Dataset, params: PCDParams) -> nn.Module:
-    """MLP energy for vector data, conv energy for (C, H, W) images."""
+def build_energy_net(dataset: Dataset, params: Any) -> nn.Module:
+    """MLP energy for vector data, conv energy for (C, H, W) images; spectral norm on request (Miyato et al. 2018)."""
     shape = dataset.shape
     if len(shape) == 1:
-        return EnergyMLP(shape[0], params.hidden, params.depth)
+        net = EnergyMLP(shape[0], params.hidden, params.depth)
+        return apply_spectral_norm(net) if params.spectral_norm else net
     channels = tuple(int(c) for c in params.channels.split(","))
-    return ConvEnergy(shape[0], channels)
+    return conv_energy_for(shape, channels, params.spectral_norm)
 
 
 def build_pcd_ebm(dataset: Dataset, params: PCDParams) -> EBM:

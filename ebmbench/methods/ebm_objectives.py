@@ -16,10 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
+from ebmbench.data.toy2d import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.methods.ebm import EBM, PCDParams
-from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
-from ebmbench.nets.mlp import EnergyMLP
+from ebmbench.methods.ebm import EBM, PCDParams, build_energy_net
 from ebmbench.protocol import Box
 from ebmbench.samplers.langevin import ula
 
@@ -134,16 +133,6 @@ class NCEEBM(EnergyModel):
         return float(self.log_z.detach())
 
 
-def energy_net_for(dataset: Dataset, params: Any) -> nn.Module:
-    """MLP energy for vector data, conv energy for (C, H, W) images; spectral norm on request."""
-    shape = dataset.shape
-    if len(shape) == 1:
-        net = EnergyMLP(shape[0], params.hidden, params.depth)
-        return apply_spectral_norm(net) if params.spectral_norm else net
-    channels = tuple(int(c) for c in params.channels.split(","))
-    return conv_energy_for(shape, channels, params.spectral_norm)
-
-
 def chain_params(params: Any) -> PCDParams:
     """PCDParams carrying our Langevin settings; a one-entry buffer that is never used."""
     return PCDParams(
@@ -155,11 +144,11 @@ def chain_params(params: Any) -> PCDParams:
 
 
 def build_energy_model(dataset: Dataset, params: Any) -> EnergyModel:
-    return EnergyModel(energy_net_for(dataset, params), dataset.support, chain_params(params))
+    return EnergyModel(build_energy_net(dataset, params), dataset.support, chain_params(params))
 
 
 def build_nce_model(dataset: Dataset, params: NCEParams) -> NCEEBM:
-    return NCEEBM(energy_net_for(dataset, params), dataset.support, chain_params(params))
+    return NCEEBM(build_energy_net(dataset, params), dataset.support, chain_params(params))
 
 
 def langevin_eval(params: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -187,10 +176,12 @@ def contrastive_loss(model: EnergyModel, x_pos: Tensor, x_neg: Tensor, l2_weight
     return loss, diag
 
 
-def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator) -> Tensor:
-    """K ULA steps from ``x0`` with the model's Langevin settings (parameter gradients untouched)."""
-    x, _ = ula(model.energy, x0, steps=model.params.langevin_steps, generator=generator, box=model.support,
-               **model.langevin_kwargs())
+def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator, params: ShortRunParams | CDkParams
+               ) -> Tensor:
+    """K ULA steps from ``x0`` (parameter gradients untouched; the returned chains are detached)."""
+    x, _ = ula(model.energy, x0, steps=params.langevin_steps, eps=params.langevin_eps,
+               temperature=params.langevin_T, generator=generator, box=model.support,
+               support_mode=params.support_mode, grad_clip=params.grad_clip)
     return x
 
 
@@ -198,13 +189,13 @@ def short_run_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator
                    ) -> tuple[Tensor, dict[str, float]]:
     """Negatives: K ULA steps from uniform noise, no buffer (Nijkamp et al. 2019, short-run MCMC)."""
     x0 = model.support.uniform(x_pos.shape[0], generator, x_pos.device)
-    return contrastive_loss(model, x_pos, run_chains(model, x0, generator), params.l2_weight)
+    return contrastive_loss(model, x_pos, run_chains(model, x0, generator, params), params.l2_weight)
 
 
 def cdk_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: CDkParams
              ) -> tuple[Tensor, dict[str, float]]:
     """Negatives: k ULA steps started at the data batch (Hinton 2002, contrastive divergence CD-k)."""
-    return contrastive_loss(model, x_pos, run_chains(model, x_pos, generator), params.l2_weight)
+    return contrastive_loss(model, x_pos, run_chains(model, x_pos, generator, params), params.l2_weight)
 
 
 # ---------------------------------------------------------------- score matching
@@ -296,12 +287,6 @@ class TruncatedDiagonalGaussian:
         p = (cdf_lo + u * (cdf_hi - cdf_lo)).clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
         z = torch.special.ndtri(p)
         return self.box.clamp(self.mu + self.std * torch.where(self.flip, -z, z))
-
-
-def log_ndtr_diff(hi: Tensor, lo: Tensor) -> Tensor:
-    """log(Phi(hi) - Phi(lo)) for hi > lo, accurate when the window lies in the lower tail."""
-    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
 
 
 class UniformOnBox:

@@ -87,7 +87,7 @@ def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) ->
     """KL(N(mean_q, var_q I) || N(mean_p, var_p I)) per sample, variances per sample, in float64."""
     d = mean_q[0].numel()
     sq = (mean_q - mean_p).pow(2).flatten(1).sum(dim=1)
-    return 0.5 * (d * (var_q / var_p - 1 + (var_p / var_q).log()) + sq / var_p)
+    return 0.5 * (d * (var_q / var_p - 1) + sq / var_p)
 
 
 def prior_kl(x0: Tensor, sch: Schedule) -> Tensor:
