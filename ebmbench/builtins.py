@@ -13,7 +13,9 @@ import ebmbench.methods.gan  # noqa: F401  (registers dcgan, wgan_gp, sngan)
 import ebmbench.methods.rbm  # noqa: F401  (registers rbm_cd, rbm_pcd, gibbs)
 import ebmbench.methods.score  # noqa: F401  (registers ncsn, annealed_langevin)
 import ebmbench.samplers.diffusion  # noqa: F401  (registers ddpm, ddim samplers)
+import ebmbench.samplers.hmc  # noqa: F401  (registers hmc)
 import ebmbench.samplers.langevin  # noqa: F401  (registers langevin)
+import ebmbench.samplers.mala  # noqa: F401  (registers mala)
 import ebmbench.samplers.oneshot  # noqa: F401  (registers the generator sampler)
 from ebmbench.data.base import Dataset
 from ebmbench.data.images import cifar10_dataset, digits_dataset, fashion_mnist_dataset, mnist_dataset

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from ebmbench.run import Run  # noqa: E402
+from ebmbench.run import Run, sampler_plan  # noqa: E402
 
 
 def _show(ax, x: Tensor, title: str, box) -> None:
@@ -118,8 +118,6 @@ def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
     """Energies of test data against energies of the model's own samples (default sampler)."""
     if not run.model.has("energy") or run.status != "ok":
         return None
-    from ebmbench.run import sampler_plan
-
     gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 11)
     label, name, budget = sampler_plan(run)[0]  # the method's first evaluation sampler, at its budget
     samples = run.model.sample(n, generator=gen, sampler=name, **budget).x

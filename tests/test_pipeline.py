@@ -94,7 +94,10 @@ def test_finished_run_writes_tidy_rows(tmp_path):
     run.finish(r)
     frame = load_results(tmp_path / "rows")
     assert list(frame.columns) == COLUMNS
-    assert set(frame.sampler.dropna()) == {"langevin", "replay_buffer"}
+    assert set(frame.sampler.dropna()) == {"langevin", "mala", "hmc", "replay_buffer"}
+    mala = frame[(frame.sampler == "mala") & (frame.metric == "mmd2")].iloc[0]
+    assert 0 <= mala.meta["acceptance"] <= 1  # one gradient at the start, then one per proposal:
+    assert mala.nfe == mala.meta["sampler_params"]["steps"] + 1
     nll = frame[frame.metric == "nll_heldout"].iloc[0]
     assert nll.metric_status == "ok" and nll.meta["likelihood_kind"] == "exact"
     assert nll.meta["quadrature_error"] < 1e-3

@@ -125,11 +125,24 @@ def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0
     return SamplerOutput(x, nfe=steps, info=info, temperature=model.params.langevin_T)
 
 
-def pcd_eval_samplers(params: PCDParams) -> list[tuple[str, dict]]:
-    """Fresh chains (the model's own samples) and the replay buffer (amortized)."""
+def energy_eval_samplers(params: Any) -> list[tuple[str, dict]]:
+    """Fresh ULA chains of ``sample_steps`` from noise (and ``long_run_factor`` times longer, if set);
+    MALA at the same step and HMC with sqrt(2 eps) leapfrog steps at about the same NFE."""
     fresh = {"steps": params.sample_steps, "eps": params.langevin_eps, "temperature": params.langevin_T,
              "support_mode": params.support_mode, "grad_clip": params.grad_clip}
-    return [("langevin", fresh), ("replay_buffer", {"steps": params.buffer_extra_steps})]
+    plan = [("langevin", fresh)]
+    if getattr(params, "long_run_factor", 0):
+        plan.append(("langevin", {**fresh, "steps": params.sample_steps * params.long_run_factor}))
+    plan.append(("mala", {"steps": params.sample_steps, "eps": params.langevin_eps,
+                          "temperature": params.langevin_T}))
+    plan.append(("hmc", {"steps": max(1, params.sample_steps // 10), "leapfrog_steps": 10,
+                         "step_size": (2 * params.langevin_eps) ** 0.5, "temperature": params.langevin_T}))
+    return plan
+
+
+def pcd_eval_samplers(params: PCDParams) -> list[tuple[str, dict]]:
+    """The energy samplers, and the replay buffer (amortized)."""
+    return energy_eval_samplers(params) + [("replay_buffer", {"steps": params.buffer_extra_steps})]
 
 
 SAMPLERS.register(

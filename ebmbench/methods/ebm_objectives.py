@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ebmbench.data.base import Dataset
 from ebmbench.data.toy2d import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.methods.ebm import EBM, PCDParams, build_energy_net
+from ebmbench.methods.ebm import EBM, PCDParams, build_energy_net, energy_eval_samplers
 from ebmbench.protocol import Box
 from ebmbench.samplers.langevin import ula
 
@@ -37,6 +37,7 @@ class ShortRunParams:
     grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss
+    long_run_factor: int = 0  # also evaluate chains this many times longer than K (0 = off)
 
     @property
     def sample_steps(self) -> int:
@@ -151,15 +152,9 @@ def build_nce_model(dataset: Dataset, params: NCEParams) -> NCEEBM:
     return NCEEBM(build_energy_net(dataset, params), dataset.support, chain_params(params))
 
 
-def langevin_eval(params: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Fresh ULA chains of ``sample_steps`` steps from uniform noise on the support."""
-    return [("langevin", {"steps": params.sample_steps, "eps": params.langevin_eps, "temperature": params.langevin_T,
-                          "support_mode": params.support_mode, "grad_clip": params.grad_clip})]
-
-
 def short_run_eval(params: ShortRunParams) -> list[tuple[str, dict[str, Any]]]:
     """Fresh chains of the training K: the model is defined by its short-run sampler (Nijkamp et al. 2019)."""
-    return langevin_eval(params)
+    return energy_eval_samplers(params)
 
 
 # ---------------------------------------------------------------- MCMC-trained objectives
@@ -340,16 +335,16 @@ for _spec in (
                cite="Nijkamp et al. 2019, Learning Non-Convergent Non-Persistent Short-Run MCMC toward "
                     "Energy-Based Model"),
     MethodSpec(name="cdk_ebm", family="ebm", params=CDkParams, build=build_energy_model, objective=cdk_loss,
-               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               eval_samplers=energy_eval_samplers, notebook=_EBM_NOTEBOOK,
                cite="Hinton 2002, Training Products of Experts by Minimizing Contrastive Divergence"),
     MethodSpec(name="dsm_ebm", family="ebm", params=DSMParams, build=build_energy_model, objective=dsm_loss,
-               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               eval_samplers=energy_eval_samplers, notebook=_EBM_NOTEBOOK,
                cite="Vincent 2011, A Connection Between Score Matching and Denoising Autoencoders"),
     MethodSpec(name="ssm_ebm", family="ebm", params=SSMParams, build=build_energy_model, objective=ssm_loss,
-               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               eval_samplers=energy_eval_samplers, notebook=_EBM_NOTEBOOK,
                cite="Song et al. 2019, Sliced Score Matching: A Scalable Approach to Density and Score Estimation"),
     MethodSpec(name="nce_ebm", family="ebm", params=NCEParams, build=build_nce_model, objective=nce_loss,
-               eval_samplers=langevin_eval, notebook=_EBM_NOTEBOOK,
+               eval_samplers=energy_eval_samplers, notebook=_EBM_NOTEBOOK,
                cite="Gutmann & Hyvarinen 2010, Noise-Contrastive Estimation: A New Estimation Principle for "
                     "Unnormalized Statistical Models"),
 ):

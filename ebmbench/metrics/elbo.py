@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ebmbench.data.base import Dataset
+from ebmbench.data.toy2d import log_ndtr_diff
 from ebmbench.metrics import likelihood, registry
 from ebmbench.protocol import GenerativeModel
 
@@ -87,7 +88,7 @@ def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) ->
     """KL(N(mean_q, var_q I) || N(mean_p, var_p I)) per sample, variances per sample, in float64."""
     d = mean_q[0].numel()
     sq = (mean_q - mean_p).pow(2).flatten(1).sum(dim=1)
-    return 0.5 * (d * (var_q / var_p - 1) + sq / var_p)
+    return 0.5 * (d * (var_q / var_p - 1 + (var_p / var_q).log()) + sq / var_p)
 
 
 def prior_kl(x0: Tensor, sch: Schedule) -> Tensor:
@@ -119,14 +120,6 @@ def step_kl(model: GenerativeModel, x0: Tensor, s: Tensor, sch: Schedule, genera
     ab, ab_prev, beta = (per_sample(v[s], x0) for v in (sch.ab, sch.ab_prev, sch.beta))
     mean_q = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_s
     return gaussian_kl(mean_q, sch.posterior_variance[s], mu, sch.model_variance[s])
-
-
-def log_ndtr_diff(hi: Tensor, lo: Tensor) -> Tensor:
-    """log(Phi(hi) - Phi(lo)) for hi > lo, stable in both tails (reflected into the lower tail)."""
-    flip = lo > 0
-    a, b = torch.where(flip, -lo, hi), torch.where(flip, -hi, lo)
-    log_a, log_b = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
-    return log_a + torch.log1p(-torch.exp(log_b - log_a))
 
 
 def discretized_gaussian_nll(x0: Tensor, mu: Tensor, std: float, width: float, low: float, high: float) -> Tensor:
