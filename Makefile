@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUITE ?= quick
+WORKERS ?= 2
 
 .PHONY: benchmark test lab lint clean
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 benchmark: $(STAMP)
-	$(BIN)/ebmbench run $(SUITE)
+	$(BIN)/ebmbench run $(SUITE) --workers $(WORKERS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
