@@ -31,12 +31,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {"device": args.device} if args.device else {}
     name, runs = load_suite(args.suite, args.results_dir, overrides)
+    every = [r.cfg.run_id for r in runs]  # the suite's manifest lists all its runs, also when a slice runs
+    for field, wanted in (("method", args.methods), ("dataset", args.datasets)):
+        if wanted:
+            keep = set(wanted.split(","))
+            runs = [r for r in runs if getattr(r.cfg, field) in keep]
+            if not runs:
+                print(f"error: no run of suite {name!r} has {field} in {sorted(keep)}", file=sys.stderr)
+                return 2
     if args.dry_run:
         for spec in runs:
             print(spec.cfg.run_id, spec.notebook.name)
         return 0
     summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
-                        timeout_s=args.timeout)
+                        timeout_s=args.timeout, manifest=every)
     print("\n".join(summary.lines()))
     if not args.no_report:
         print(f"report: {render(summary.suite_dir)}")
@@ -64,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results")
     run.add_argument("--device", choices=("cpu", "cuda", "auto"), help="override every run's device")
     run.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    run.add_argument("--methods", help="run only these methods (comma-separated): a slice of the suite")
+    run.add_argument("--datasets", help="run only these datasets (comma-separated)")
     run.add_argument("--no-report", action="store_true")
     run.add_argument("--workers", type=int, default=0,
                      help="run on a Dask LocalCluster of N worker processes (0 = serial, in this process)")

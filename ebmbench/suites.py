@@ -198,7 +198,8 @@ class SuiteSummary:
 
 
 def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
-              retries: int = 2, timeout_s: int | None = None, progress: bool = True) -> SuiteSummary:
+              retries: int = 2, timeout_s: int | None = None, progress: bool = True,
+              manifest: list[str] | None = None) -> SuiteSummary:
     """Execute every unfinished run, serially (workers=0) or as Dask tasks, then aggregate.
 
     Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
@@ -217,7 +218,7 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
         for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
             statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
     suite_dir = runs[0].run_dir.parent.parent
-    atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": [s.cfg.run_id for s in runs]})
+    atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": manifest or [s.cfg.run_id for s in runs]})
     aggregate(suite_dir)
     ordered = {s.cfg.run_id: statuses[s.cfg.run_id] for s in runs}
     return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir)
