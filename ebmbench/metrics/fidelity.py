@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,7 +316,8 @@ def evaluate_cached(x: Tensor, dataset: Dataset, extractor: str) -> dict[str, An
     key = (tensors_hash(x), dataset.content_hash, extractor)
     if key not in _LAST:
         _LAST.clear()
-        _LAST[key] = fidelity_metrics(x, dataset, extractor=extractor)
+        weights = os.environ.get(INCEPTION_WEIGHTS_ENV) if extractor == "inception" else None
+        _LAST[key] = fidelity_metrics(x, dataset, extractor=extractor, weights_path=weights)
     return _LAST[key]
 
 
@@ -336,9 +338,17 @@ def row(result: dict[str, Any], metric: str) -> Measured:
     return result[metric], None, {**meta, **extra}
 
 
+INCEPTION_WEIGHTS_ENV = "EBMBENCH_INCEPTION_WEIGHTS"  # a path to the weights file, for offline machines
+
+
 def sample_metric(metric: str, extractor: str = "domain") -> Callable[[Tensor, Dataset], Measured]:
     def fn(x: Tensor, dataset: Dataset) -> Measured:
         check_applicable(dataset)
+        if extractor == "inception":
+            try:
+                inception_weights(os.environ.get(INCEPTION_WEIGHTS_ENV))
+            except MissingWeightsError as err:  # recorded as not_applicable, with where to put the file
+                raise NotApplicable(f"{err} (or set {INCEPTION_WEIGHTS_ENV})") from None
         return row(evaluate_cached(x, dataset, extractor), metric)
 
     fn.__name__ = f"{metric}_{extractor}"
@@ -352,4 +362,7 @@ METRICS = [  # register each with SAMPLE_METRICS (ebmbench.metrics.registry)
     Metric("precision_domain", "samples", sample_metric("precision"), "Kynkaanniemi et al. 2019, k=3"),
     Metric("recall_domain", "samples", sample_metric("recall"), "Kynkaanniemi et al. 2019, k=3"),
     Metric("nn_copy_fraction", "samples", sample_metric("nn_copy_fraction"), "nearest-training-neighbour copy test"),
+    Metric("fid_inception", "samples", sample_metric("fid", "inception"), "Heusel et al. 2017, Inception-v3 (compat)"),
+    Metric("kid_inception", "samples", sample_metric("kid", "inception"), "Binkowski et al. 2018, Inception-v3"),
+    Metric("is_inception", "samples", sample_metric("is", "inception"), "Salimans et al. 2016, Inception-v3"),
 ]
