@@ -370,3 +370,18 @@ def suite_landscapes(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
             axes[i][j].set_title(f"{ds}: {title}" if j == 0 else title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def quality_by_steps(table: pd.DataFrame, metric: str = "mmd2") -> plt.Figure | None:
+    """DDPM / DDIM / DPM-Solver++ quality against their number of steps, one panel per dataset."""
+    if table.empty:
+        return None
+    datasets = sorted(table.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sns.lineplot(data=table[table.dataset == ds], x="steps", y="value", hue="solver", marker="o", ax=ax)
+        ax.set_xscale("log")
+        ax.set_ylabel(f"{metric} (lower is better)")
+        ax.set_title(ds, fontsize=10)
+    fig.tight_layout()
+    return fig

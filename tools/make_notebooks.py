@@ -197,8 +197,37 @@ rep = nb([
     new_code_cell("report.not_measured(frame)"),
 ])
 
+repro = nb([
+    new_markdown_cell("# Reproduction: published numbers beside measured ones\n\n"
+                      "Published headline numbers (`results/published/`, from the project's shared table) beside this "
+                      "suite's rows for the same model, dataset and metric, with the protocol differences spelled out. "
+                      "A measured number is `comparable` only when extractor, reference set and sample count match the "
+                      "published protocol. At CPU scale the suite checks two published qualitative findings itself."),
+    params('suite_dir = "../results/quick"  # type: str - the suite folder to compare'),
+    new_code_cell("import pandas as pd\n\nfrom ebmbench import plots, reproduce\n"
+                  "from ebmbench.results import load_results\n\npd.set_option(\"display.width\", 200)\n"
+                  "frame = load_results(suite_dir)\n"
+                  "table = reproduce.published(reproduce.copy_published())\nlen(table)"),
+    new_markdown_cell("## CIFAR-10 FID against sampling cost, as published (unconditional rows)"),
+    new_code_cell("cifar = table[(table.dataset == \"CIFAR-10 32x32\") & (table.metric == \"FID\")\n"
+                  "              & (table.conditional == \"no\")]\n"
+                  "cifar[[\"model\", \"family\", \"value\", \"nfe_or_mcmc_steps\", \"first_author\", \"year\", "
+                  "\"paper_location\", \"result_kind\"]]"),
+    new_markdown_cell("## Measured beside published (same model, dataset and metric)"),
+    new_code_cell("matched = reproduce.side_by_side(frame, table)\n"
+                  "matched if len(matched) else print(\"this suite has no run that matches a published row \"\n"
+                  "                                  \"(they are CIFAR-10 runs: see suites/cifar10.yaml)\")"),
+    new_markdown_cell("## Finding 1: DDIM quality falls as its steps shrink (Song et al. 2021, Table 1)"),
+    new_code_cell("steps = reproduce.ddim_quality_by_steps(frame)\nplots.quality_by_steps(steps)\n"
+                  "reproduce.finding_holds(steps) if len(steps) else print(\"no DDPM rows at several step counts \"\n"
+                  "                                                       \"(set step_sweep, as cpu-full does)\")"),
+    new_markdown_cell("## Finding 2: short-run EBM samples degrade under long-run chains (Nijkamp et al. 2019)"),
+    new_code_cell("long = reproduce.long_run_degradation(frame)\nlong if len(long) else print(\"no EBM rows with \"\n"
+                  "                                                 \"long_run_factor set (cpu-full sets it)\")"),
+])
+
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
-             "train_rbm": rbm, "report": rep}
+             "train_rbm": rbm, "report": rep, "reproduce": repro}
 if __name__ == "__main__":
     import sys
     for name, n in NOTEBOOKS.items():
