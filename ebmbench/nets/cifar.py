@@ -351,7 +351,7 @@ def ddpm_unet(shape: tuple[int, ...], dropout: float = 0.1) -> EpsUNet:
     return EpsUNet(unet)
 
 
-# ---------------------------------------------------------------- ResNet GANs (Gulrajani et al. 2017; Miyato et al. 2018)
+# ------------------------------------------------ ResNet GANs (Gulrajani et al. 2017, Miyato et al. 2018)
 
 
 class GenBlock(nn.Module):
