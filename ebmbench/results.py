@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -73,14 +74,29 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+def code_version(commit: str) -> str:
+    """The commit, plus a hash of uncommitted changes (tracked diffs and untracked files) when there are any."""
+    diff, untracked = _git("diff", "HEAD"), _git("ls-files", "--others", "--exclude-standard")
+    if not diff and not untracked:
+        return commit
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256((diff or "").encode())
+    for name in sorted((untracked or "").splitlines()):
+        h.update(name.encode())
+        path = root / name
+        if path.is_file():
+            h.update(path.read_bytes())
+    return f"{commit}+{h.hexdigest()[:12]}"
+
+
 def provenance(device: str) -> dict[str, Any]:
-    """Git commit (and whether tracked files differ), package versions and the device."""
+    """Git commit (and whether tracked files differ), the exact code version, package versions and the device."""
     commit = _git("rev-parse", "HEAD") or "unknown"
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
-        "versions": package_versions(),
+        "versions": {**package_versions(), "code": code_version(commit)},
         "device": device_name(device),
     }
 

@@ -115,17 +115,13 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
 
 
 def is_finished(spec: RunSpec, code: dict[str, Any]) -> bool:
-    """Finished = an ok or diverged result from the same config hash and the same clean commit.
-
-    A result made from a tree with uncommitted changes, or a current tree with them, has no
-    known code version, so the run is redone.
-    """
+    """Finished = an ok or diverged result from the same config hash and the same code version
+    (the commit, plus a hash of any uncommitted changes)."""
     record = read_result(spec.run_dir)
-    if not record or record.get("run_status") not in ("ok", "diverged") or code["git_dirty"] is not False:
+    if not record or record.get("run_status") not in ("ok", "diverged"):
         return False
     row = record["rows"][0]
-    return (row["config_hash"] == spec.cfg.config_hash and row["git_commit"] == code["git_commit"]
-            and row["git_dirty"] is False)
+    return row["config_hash"] == spec.cfg.config_hash and row["versions"].get("code") == code["versions"]["code"]
 
 
 class InfrastructureError(RuntimeError):

@@ -51,3 +51,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_serial(tmp_path_factory):
+    """The smoke suite run once, serially, through the CLI: (exit code, printed output, results dir)."""
+    import contextlib
+    import io
+
+    from ebmbench import cli
+
+    res = tmp_path_factory.mktemp("smoke_serial")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["run", "smoke", "--results-dir", str(res)])
+    return code, out.getvalue(), res

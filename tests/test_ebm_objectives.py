@@ -88,14 +88,14 @@ def test_methods_are_registered_ebms_without_a_replay_buffer(name):
     assert isinstance(model, EBM) and model.capabilities == frozenset({"energy"})
     assert model.buffer.numel() == 2  # a one-entry buffer, never filled
     samplers = spec.eval_samplers(spec.params())
-    assert [s for s, _ in samplers] == ["langevin"]
+    assert [s for s, _ in samplers] == ["langevin", "mala", "hmc"]  # no replay buffer
     s = model.sample(5, generator=torch.Generator().manual_seed(0), **samplers[0][1])
     assert s.cost.nfe == samplers[0][1]["steps"] and s.x.shape == (5, 2)
 
 
 def test_short_run_model_is_sampled_with_its_training_k():
     params = eo.ShortRunParams(langevin_steps=7)
-    (name, budget), = eo.short_run_eval(params)
+    (name, budget), *_ = eo.short_run_eval(params)
     assert name == "langevin" and budget["steps"] == 7 and params.sample_steps == 7
 
 

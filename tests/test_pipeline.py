@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from ebmbench import cli, run, suites
+from ebmbench.builtins import METHODS
 from ebmbench.results import COLUMNS, load_results
 
 TINY = {"train_steps": 20, "checkpoint_every": 10, "log_every": 5, "batch_size": 32, "n_eval_samples": 64,
@@ -148,22 +149,25 @@ def test_failing_notebook_is_a_failed_row_and_nonzero_exit(tmp_path, monkeypatch
     assert (frame[frame.method == "ddpm"].run_status == "ok").all()  # the suite went on
 
 
-def test_smoke_suite_runs_every_notebook_and_the_report(tmp_path, capsys):
-    res = tmp_path / "res"
-    assert cli.main(["run", "smoke", "--results-dir", str(res)]) == 0
-    out = capsys.readouterr().out
+def test_smoke_suite_runs_every_notebook_and_the_report(smoke_serial, capsys):
+    code, out, res = smoke_serial
+    assert code == 0, out
     suite_dir = res / "smoke"
     assert "report: " in out and (suite_dir / "report.html").stat().st_size > 10_000
-    assert (suite_dir / "figures" / "quality_vs_cost.png").exists()
+    assert (suite_dir / "reproduce.html").exists()
+    for name in ("quality_vs_cost", "sample_grids", "training_curves", "landscapes"):
+        assert (suite_dir / "figures" / f"{name}.png").exists() and (suite_dir / "figures" / f"{name}.svg").exists()
     frame = pd.read_parquet(suite_dir / "results.parquet")
-    assert (frame.run_status == "ok").all() and set(frame.method) == {"pcd_ebm", "ddpm"}
+    assert (frame.run_status == "ok").all()
+    notebooks = {suites.NOTEBOOKS_DIR / METHODS.get(m).notebook for m in frame.method.unique()}
+    assert {p.name for p in notebooks} == {p.name for p in suites.NOTEBOOKS_DIR.glob("train_*.ipynb")}
     for run_dir in (suite_dir / "runs").iterdir():
-        for name in ("config.json", "curves.jsonl", "result.json", "checkpoint.pt", "samples.png",
+        for name in ("config.json", "curves.jsonl", "result.json", "checkpoint.pt", "samples.png", "samples.pt",
                      "notebook.ipynb"):
             assert (run_dir / name).exists(), (run_dir.name, name)
-    # a second invocation skips every finished run
+    # a second invocation runs nothing and says so
     assert cli.main(["run", "smoke", "--results-dir", str(res), "--no-report"]) == 0
-    assert "skipped (finished)" in capsys.readouterr().out
+    assert "8 skipped (finished)" in capsys.readouterr().out
 
 
 def test_cli_list_and_dry_run(capsys):

@@ -61,15 +61,77 @@ def test_a_missing_completion_marker_is_an_infrastructure_death(tmp_path, monkey
     assert summary.failed and "without writing result.json" in load_results(tmp_path / "res" / "t").iloc[0].reason
 
 
-def test_dask_rows_equal_serial_rows(tmp_path):
-    path = suite_file(tmp_path, ["pcd_ebm"])
-    name, serial = suites.load_suite(path, str(tmp_path / "serial"))
-    assert not suites.run_suite(serial, name, progress=False).failed
-    _, parallel = suites.load_suite(path, str(tmp_path / "dask"))
-    summary = suites.run_suite(parallel, name, workers=1, progress=False)
-    assert not summary.failed and set(summary.statuses.values()) == {"ok"}
-    cols = ["run_id", "sampler", "metric", "value", "nfe", "threads", "config_hash"]
-    a, b = (load_results(tmp_path / d / "t")[cols].sort_values(["run_id", "sampler", "metric"])
-            .reset_index(drop=True) for d in ("serial", "dask"))
-    assert len(a) > 5
-    pd.testing.assert_frame_equal(a, b)
+TIMING = ["wall_s_per_sample", "train_wall_s", "created_at", "meta", "versions", "device"]
+
+
+def comparable_rows(suite_dir: Path) -> pd.DataFrame:
+    """Result rows without timing and provenance-of-execution columns, in a fixed order."""
+    frame = load_results(suite_dir).drop(columns=TIMING)
+    return frame.sort_values(["run_id", "sampler", "metric"], na_position="first").reset_index(drop=True)
+
+
+def test_smoke_on_two_dask_workers_equals_serial(smoke_serial, tmp_path):
+    _, _, serial_res = smoke_serial
+    name, runs = suites.load_suite("smoke", str(tmp_path / "dask"))
+    summary = suites.run_suite(runs, name, workers=2, progress=False)
+    assert set(summary.statuses.values()) == {"ok"}
+    a, b = comparable_rows(serial_res / "smoke"), comparable_rows(tmp_path / "dask" / "smoke")
+    assert len(a) == len(b) > 50
+    pd.testing.assert_frame_equal(a.drop(columns=["suite"]), b.drop(columns=["suite"]))
+
+
+def test_a_worker_killed_on_its_first_attempt_is_retried_once(tmp_path, monkeypatch):
+    attempts, marker = tmp_path / "attempts.txt", tmp_path / "killed-once"
+    source = ("import os, pathlib, signal\n"
+              f"open({str(attempts)!r}, 'a').write('x')\n"
+              f"if not pathlib.Path({str(marker)!r}).exists():\n"
+              f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
+              "    os.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent: the Dask worker process")
+    monkeypatch.setattr(suites, "NOTEBOOKS_DIR", plant(tmp_path, "train_ebm.ipynb", source))
+    name, runs = suites.load_suite(suite_file(tmp_path, ["pcd_ebm", "ddpm"]), str(tmp_path / "res"))
+    summary = suites.run_suite(runs, name, workers=1, retries=2, progress=False)
+    assert set(summary.statuses.values()) == {"ok"}
+    assert attempts.read_text() == "xx"  # killed once, retried once
+    frame = load_results(tmp_path / "res" / "t")
+    assert frame.run_id.nunique() == 2
+    assert not frame.duplicated(["run_id", "sampler", "metric"]).any()
+
+
+def test_an_existing_scheduler_runs_the_suite(tmp_path):
+    from dask.distributed import LocalCluster
+
+    name, runs = suites.load_suite(suite_file(tmp_path, ["ddpm"]), str(tmp_path / "res"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster:
+        summary = suites.run_suite(runs, name, scheduler=cluster.scheduler_address, progress=False)
+    assert list(summary.statuses.values()) == ["ok"]
+    assert load_results(tmp_path / "res" / "t").metric_status.isin(["ok", "not_applicable"]).all()
+
+
+def test_rerun_skips_finished_runs_and_reruns_only_changed_ones(tmp_path):
+    path = suite_file(tmp_path, ["pcd_ebm", "ddpm"])
+    name, runs = suites.load_suite(path, str(tmp_path / "res"))
+    assert set(suites.run_suite(runs, name, progress=False).statuses.values()) == {"ok"}
+    again = suites.run_suite(runs, name, progress=False)
+    assert set(again.statuses.values()) == {"skipped (finished)"}
+    assert "2 skipped (finished)" in again.lines()[0]
+    doc = yaml.safe_load(Path(path).read_text())
+    doc["runs"][0]["method_params"]["ddpm"]["ddim_steps"] = 4
+    Path(path).write_text(yaml.safe_dump(doc))
+    name, changed = suites.load_suite(path, str(tmp_path / "res"))
+    statuses = suites.run_suite(changed, name, progress=False).statuses
+    assert sorted(statuses.values()) == ["ok", "skipped (finished)"]
+    assert statuses[next(r.cfg.run_id for r in changed if r.cfg.method == "ddpm")] == "ok"
+    # the report covers the suite as now defined: the old ddpm run is not in it
+    assert set(load_results(tmp_path / "res" / "t").run_id) == {r.cfg.run_id for r in changed}
+
+
+def test_invalid_suite_fails_before_any_run(tmp_path, capsys):
+    from ebmbench import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "runs": [
+        {"datasets": ["eight_gaussians"], "methods": ["pcd_ebm"]},
+        {"datasets": ["eight_gaussians"], "methods": ["pcd_ebm"], "params": {"train_steps": "many"}}]}))
+    assert cli.main(["run", str(bad), "--results-dir", str(tmp_path / "res")]) == 2
+    assert not (tmp_path / "res").exists()  # nothing ran
+    assert "runs[1] (eight_gaussians, pcd_ebm, seed 0): parameter 'train_steps' must be int" in capsys.readouterr().err

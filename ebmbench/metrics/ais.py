@@ -256,10 +256,6 @@ class RBMPath:
         p = torch.sigmoid(self.b_base).expand(n, -1)
         return torch.bernoulli(p.to(generator.device), generator=generator).to(self.W.device)
 
-    def log_f(self, v: Tensor, beta: float) -> Tensor:
-        a = F.linear(v, self.W, self.c)
-        return (1.0 - beta) * (v @ self.b_base) + beta * (v @ self.b) + F.softplus(beta * a).sum(dim=1)
-
     def delta_log_f(self, v: Tensor, beta_from: float, beta_to: float) -> Tensor:
         a = F.linear(v, self.W, self.c)
         bias = (beta_to - beta_from) * (v @ (self.b - self.b_base))
