@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         timeout_s=args.timeout, manifest=every)
     print("\n".join(summary.lines()))
     if not args.no_report:
-        print(f"reproduction: {render(summary.suite_dir, 'reproduce.ipynb')}")
+        for extra in ("reproduce", "likelihood"):
+            print(f"{extra}: {render(summary.suite_dir, f'{extra}.ipynb')}")
         print(f"report: {render(summary.suite_dir)}")
     return 1 if summary.failed else 0
 
@@ -61,7 +62,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no runs under {suite_dir}: run `ebmbench run {args.suite}` first", file=sys.stderr)
         return 2
     aggregate(suite_dir)
-    print(f"reproduction: {render(suite_dir, 'reproduce.ipynb')}")
+    for extra in ("reproduce", "likelihood"):
+        print(f"{extra}: {render(suite_dir, f'{extra}.ipynb')}")
     print(f"report: {render(suite_dir)}")
     return 0
 

@@ -46,6 +46,11 @@ class RunConfig:
     n_eval_samples: int = 1000  # samples drawn per evaluation sampler
     eval_batch_size: int = 0  # batch for sampling at evaluation (0 = all at once)
     samplers: str = ""  # comma-separated evaluation samplers to keep ("" = all the method evaluates)
+    skip_metrics: str = ""  # comma-separated metrics not to compute (recorded not_applicable, with this reason)
+    ais_steps: int = 1000  # AIS: intermediate distributions K
+    ais_runs: int = 10  # AIS: independent runs R (standard errors are over runs)
+    ais_chains: int = 16  # AIS: chains per run
+    likelihood_points: int = 0  # test points for the probability-flow ODE and the ELBO (0 = the whole split)
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,6 +82,27 @@ def likelihood_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return tables
 
 
+EXACT_REFERENCES = ("nll_heldout", "nll_exact")  # quadrature (2D energies), change of variables, enumeration
+ESTIMATORS = ("nll_ais_forward", "nll_ais_reverse", "nll_pf_ode", "nll_elbo")
+
+
+def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every likelihood estimate of a run beside that run's exact value, with its error and cost."""
+    ok = frame[frame.metric_status == "ok"]
+    exact = ok[ok.metric.isin(EXACT_REFERENCES)]
+    exact = exact[[isinstance(m, dict) and m.get("likelihood_kind") == "exact" for m in exact.meta]]
+    rows = []
+    for run_id, ref in exact.groupby("run_id"):
+        truth = ref.iloc[0]
+        for _, est in ok[(ok.run_id == run_id) & ok.metric.isin(ESTIMATORS)].iterrows():
+            meta = est.meta if isinstance(est.meta, dict) else {}
+            rows.append({"dataset": est.dataset, "method": est.method, "seed": est.seed, "estimator": est.metric,
+                         "kind": meta.get("likelihood_kind"), "estimate": est.value, "stderr": est.stderr,
+                         "exact": truth.value, "exact_by": truth.metric, "error": est.value - truth.value,
+                         "nfe": meta.get("nfe", meta.get("cost_per_chain")), "wall_s": meta.get("wall_s")})
+    return pd.DataFrame(rows)
+
+
 def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose metric is not_applicable or failed, with the reason, one per kind."""
     rows = frame[frame.metric_status != "ok"]

@@ -107,10 +107,13 @@ def draw_samples(run: Run) -> dict[str, Samples]:
     return run.samples
 
 
-def measure(metric: Metric, *args: Any) -> tuple[str, Any]:
+def measure(metric: Metric, *args: Any, cfg: RunConfig | None = None) -> tuple[str, Any]:
     """Run one metric; ('ok', result) or ('not_applicable' | 'failed', reason)."""
+    skipped = [m.strip() for m in cfg.skip_metrics.split(",")] if cfg is not None else []
+    if metric.name in skipped:
+        return "not_applicable", f"skipped by the run's skip_metrics parameter ({cfg.skip_metrics})"
     try:
-        return "ok", metric.fn(*args)
+        return "ok", metric.fn(*args, **metric.kwargs(cfg))
     except NotApplicable as why:
         return "not_applicable", str(why)
     except Exception as err:  # a metric that breaks is a failed row, never a silent gap
@@ -129,10 +132,10 @@ def evaluate(run: Run) -> list[MetricValue]:
     for name, samples in run.samples.items():
         x = samples.x.detach().float().cpu()
         for metric in (SAMPLE_METRICS.get(m) for m in SAMPLE_METRICS.names()):
-            status, out = measure(metric, x, run.dataset)
+            status, out = measure(metric, x, run.dataset, cfg=run.cfg)
             run.values.append(to_value(metric.name, status, out, sampler=name, samples=samples))
     for metric in (MODEL_METRICS.get(m) for m in MODEL_METRICS.names()):
-        status, out = measure(metric, run.model, run.dataset)
+        status, out = measure(metric, run.model, run.dataset, cfg=run.cfg)
         run.values.append(to_value(metric.name, status, out))
     return run.values
 

@@ -18,7 +18,7 @@ from ebmbench.builtins import METHODS
 from ebmbench.results import COLUMNS, load_results
 
 TINY = {"train_steps": 20, "checkpoint_every": 10, "log_every": 5, "batch_size": 32, "n_eval_samples": 64,
-        "threads": 1}
+        "threads": 1, "ais_steps": 20, "ais_runs": 2, "ais_chains": 4, "likelihood_points": 50}
 TINY_METHOD = {"pcd_ebm": {"buffer_size": 256, "langevin_steps": 5, "sample_steps": 10},
                "ddpm": {"ddpm_steps": 20, "ddim_steps": 5, "num_train_timesteps": 100}}
 

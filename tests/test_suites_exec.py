@@ -14,7 +14,7 @@ from ebmbench import suites
 from ebmbench.results import load_results
 
 TINY = {"train_steps": 5, "checkpoint_every": 5, "log_every": 5, "batch_size": 32, "n_eval_samples": 32,
-        "threads": 1}
+        "threads": 1, "ais_steps": 20, "ais_runs": 2, "ais_chains": 4, "likelihood_points": 50}
 TINY_METHOD = {"pcd_ebm": {"buffer_size": 64, "langevin_steps": 3, "sample_steps": 5},
                "ddpm": {"ddpm_steps": 10, "ddim_steps": 3, "num_train_timesteps": 50}}
 

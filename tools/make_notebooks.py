@@ -226,8 +226,31 @@ repro = nb([
                   "                                                 \"long_run_factor set (cpu-full sets it)\")"),
 ])
 
+lik = nb([
+    new_markdown_cell("# Likelihoods: every estimator against an exact value, then the tables\n\n"
+                      "Exact references: quadrature of exp(-E) over the support box (2D energies), change of variables "
+                      "(flows), enumeration of the hidden units (RBMs). Estimators: forward AIS (a stochastic lower "
+                      "bound on log Z, so an optimistic NLL), reverse AIS (conservative), the probability-flow ODE "
+                      "and the DDPM ELBO (an upper bound). Each row states its `likelihood_kind` and data convention; "
+                      "numbers of different kinds are never ranked against each other."),
+    params('suite_dir = "../results/quick"  # type: str - the suite folder to read'),
+    new_code_cell("import matplotlib.pyplot as plt\nimport pandas as pd\nfrom IPython.display import display\n\n"
+                  "from ebmbench import report\nfrom ebmbench.results import load_results\n\n"
+                  "pd.set_option(\"display.width\", 200)\nframe = load_results(suite_dir)\nlen(frame)"),
+    new_markdown_cell("## Estimators against the exact value of the same model"),
+    new_code_cell("errors = report.estimator_vs_exact(frame)\nerrors.round(4)"),
+    new_markdown_cell("## Estimator cost against its error"),
+    new_code_cell("fig, ax = plt.subplots(figsize=(5, 3.5))\nfor name, g in errors.groupby(\"estimator\"):\n"
+                  "    ax.scatter(g.wall_s, g.error.abs(), label=name)\n"
+                  "ax.set_xscale(\"log\")\nax.set_xlabel(\"wall clock of the estimate (s)\")\n"
+                  "ax.set_ylabel(\"|estimate - exact| (nats)\")\nax.legend(fontsize=8);"),
+    new_markdown_cell("## Likelihood tables by kind (digits, binarized digits, patches and the 2D densities)"),
+    new_code_cell("for kind, table in report.likelihood_tables(frame).items():\n"
+                  "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))"),
+])
+
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
-             "train_rbm": rbm, "report": rep, "reproduce": repro}
+             "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik}
 if __name__ == "__main__":
     import sys
     for name, n in NOTEBOOKS.items():

@@ -29,12 +29,19 @@ class NotApplicable(Exception):
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: on samples (``on='samples'``) or on the model (``on='model'``)."""
+    """A registered metric: on samples (``on='samples'``) or on the model (``on='model'``).
+
+    ``configure`` maps the run's config to keyword arguments of ``fn`` (an estimator's budget).
+    """
 
     name: str
     on: str
     fn: Callable[..., Measured]
     cite: str
+    configure: Callable[[Any], dict[str, Any]] | None = None
+
+    def kwargs(self, cfg: Any) -> dict[str, Any]:
+        return self.configure(cfg) if self.configure is not None and cfg is not None else {}
 
 
 SAMPLE_METRICS: Registry[Metric] = Registry("sample metric")
@@ -91,10 +98,11 @@ def quadrature_nll(model: GenerativeModel, dataset: Dataset) -> Measured:
         raise NotApplicable(f"quadrature of exp(-E) is tractable only in 2D, data has {model.support.dim} "
                             "dimensions (AIS estimates arrive with the likelihood issue)")
     with torch.no_grad():
-        log_z, err = likelihood.log_partition_quadrature(model.energy, model.support, device=model.device)
+        log_z, err, grid = likelihood.log_partition_refined(model.energy, model.support, device=model.device)
         value, stderr = likelihood.heldout_nll(model.energy, dataset.test.to(model.device), log_z)
     meta = {"likelihood_kind": "exact", "method": "quadrature of exp(-E) over the support box",
-            "log_z": log_z, "quadrature_error": err, "split": "test", "units": "nats per sample",
+            "log_z": log_z, "quadrature_error": err, "grid": grid, "converged": err < 1e-4, "split": "test",
+            "units": "nats per sample",
             "n": len(dataset.test)}
     return value, stderr, meta
 
@@ -141,8 +149,47 @@ for _m in (
     Metric("true_nll_of_samples", "samples", true_nll_of_samples, "-log p_data(x) of model samples"),
 ):
     SAMPLE_METRICS.register(_m.name, _m)
+def _ais(direction: str) -> Callable[..., Measured]:
+    def fn(model: GenerativeModel, dataset: Dataset, params: Any = None) -> Measured:
+        from ebmbench.metrics import ais
+
+        return ais.nll_row(model, dataset, direction, params)
+
+    return fn
+
+
+def _ais_params(cfg: Any) -> dict[str, Any]:
+    from ebmbench.metrics.ais import AISParams
+
+    return {"params": AISParams(n_steps=cfg.ais_steps, runs=cfg.ais_runs, chains=cfg.ais_chains, seed=cfg.seed)}
+
+
+def _pf_ode(model: GenerativeModel, dataset: Dataset, params: Any = None) -> Measured:
+    from ebmbench.metrics import pf_ode
+
+    return pf_ode.model_metric_pf_ode(model, dataset, params)
+
+
+def _elbo(model: GenerativeModel, dataset: Dataset, params: Any = None) -> Measured:
+    from ebmbench.metrics import elbo
+
+    return elbo.model_metric_elbo(model, dataset, params)
+
+
+def _points(cfg: Any, cls: str) -> dict[str, Any]:
+    from ebmbench.metrics import elbo, pf_ode
+
+    params = {"pf_ode": pf_ode.PFODEParams, "elbo": elbo.ELBOParams}[cls]
+    return {"params": params(max_points=cfg.likelihood_points, seed=cfg.seed)}
+
+
 for _m in (
     Metric("nll_heldout", "model", quadrature_nll, "exact NLL by quadrature of log Z"),
+    Metric("nll_ais_forward", "model", _ais("forward"), "Neal 2001, annealed importance sampling", _ais_params),
+    Metric("nll_ais_reverse", "model", _ais("reverse"), "Grosse et al. 2015 BDMC; Burda et al. 2015 RAISE",
+           _ais_params),
+    Metric("nll_pf_ode", "model", _pf_ode, "Song et al. 2021, probability-flow ODE", lambda c: _points(c, "pf_ode")),
+    Metric("nll_elbo", "model", _elbo, "Ho et al. 2020, eq. 5", lambda c: _points(c, "elbo")),
     Metric("nll_exact", "model", exact_nll, "NLL of the test split by the model's exact log_prob"),
     Metric("nll_true_density", "model", true_density_nll, "NLL of the test split under the true density"),
 ):
