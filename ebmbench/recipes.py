@@ -34,7 +34,7 @@ class Sourced:
 class Count:
     """Parameters of one network: ours (the architecture as specified, counted layer by layer) and the paper's.
 
-    ``paper`` is the count the paper states, or None where it states none; ``rounding`` is the half unit of
+    ``paper`` is the count the paper states, or None where none was found; ``rounding`` is the half unit of
     the paper's last printed digit (35.7 million: 0.05 million), the tolerance of the comparison.
     """
 
@@ -42,7 +42,7 @@ class Count:
     ours: int
     specified_in: str
     paper: float | None = None
-    paper_source: str = "the paper states no parameter count"
+    paper_source: str = "no count found (reference code read in full; the paper's appendix not available here)"
     rounding: float = 0.0
 
 

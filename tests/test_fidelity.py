@@ -122,12 +122,21 @@ def test_all_metrics_with_kid_subset_clipped_to_the_smaller_set(digits, cache):
     assert r["kid"] > r["floor"]["kid"] and r["kid_std"] > 0
     assert 0.0 <= r["precision"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
     assert meta["comparable"]["fid"]["comparable"] is False and "digits" in meta["comparable"]["fid"]["reason"]
-    rows = {m.name: m.fn(noisy_samples(digits, n=150), digits) for m in fidelity.METRICS}  # the registry wiring
+    domain_metrics = [m for m in fidelity.METRICS if not m.name.endswith("_inception")]
+    rows = {m.name: m.fn(noisy_samples(digits, n=150), digits) for m in domain_metrics}  # the registry wiring
     value, stderr, row_meta = rows["fid_domain"]
     assert value == r["fid"] and row_meta["floor"] == r["floor"]["fid"] and row_meta["comparable"] is False
     assert row_meta["kid"] == r["kid"] and row_meta["reference"] == "test" and stderr is None
     assert rows["recall_domain"][0] == r["recall"] and rows["is_domain"][2]["floor"] == r["floor"]["is"]
     assert rows["nn_copy_fraction"][0] == r["memorization"]["copy_fraction"]
+
+
+def test_inception_rows_without_weights_are_not_applicable_and_say_where_the_file_goes(digits, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty hub: no weights
+    monkeypatch.delenv(fidelity.INCEPTION_WEIGHTS_ENV, raising=False)
+    metric = next(m for m in fidelity.METRICS if m.name == "fid_inception")
+    with pytest.raises(NotApplicable, match=r"weights-inception-2015-12-05-6726825d\.pth not found in .*hub"):
+        metric.fn(noisy_samples(digits, n=150), digits)
 
 
 def test_copy_test_flags_a_model_that_returns_training_images(digits, cache):
