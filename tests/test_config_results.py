@@ -105,7 +105,7 @@ def test_unknown_suite_lists_the_known_ones():
         load_suite("nope")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "cpu-full", "mnist", "cifar10"])
 def test_shipped_suites_validate(name):
     _, runs = load_suite(name)
     assert runs

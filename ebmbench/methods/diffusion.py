@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.cifar import eps_net
 from ebmbench.nets.mlp import TimeMLP
 from ebmbench.nets.unet import small_unet
 from ebmbench.noise import VPNoise, as_sigma, per_sample
@@ -42,6 +43,7 @@ class DDPMParams:
     ddim_steps: int = 50  # DDIM steps at evaluation
     ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
     dpm_steps: int = 20  # DPM-Solver++(2M) steps at evaluation (Lu et al. 2022)
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
     step_sweep: str = ""  # e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead
 
 
@@ -147,6 +149,8 @@ def ddpm_loss(
 
 def build_eps_net(shape: tuple[int, ...], params: DDPMParams) -> nn.Module:
     """TimeMLP for vector data (D,), a small UNet for images (C, H, W)."""
+    if params.arch != "default":
+        return eps_net(params.arch, shape)
     if len(shape) == 1:
         return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
     if len(shape) == 3:

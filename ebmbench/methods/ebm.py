@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.cifar import energy_net
 from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
 from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
@@ -35,6 +36,7 @@ class PCDParams:
     long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
     spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
 
 class EBM(GenerativeModel):
@@ -63,6 +65,8 @@ class EBM(GenerativeModel):
 def build_energy_net(dataset: Dataset, params: Any) -> nn.Module:
     """MLP energy for vector data, conv energy for (C, H, W) images; spectral norm on request (Miyato et al. 2018)."""
     shape = dataset.shape
+    if getattr(params, "arch", "default") != "default":
+        return energy_net(params.arch, shape)
     if len(shape) == 1:
         net = EnergyMLP(shape[0], params.hidden, params.depth)
         return apply_spectral_norm(net) if params.spectral_norm else net

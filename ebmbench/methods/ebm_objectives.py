@@ -38,6 +38,7 @@ class ShortRunParams:
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss
     long_run_factor: int = 0  # also evaluate chains this many times longer than K (0 = off)
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
     @property
     def sample_steps(self) -> int:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.cifar import gan_nets
 from ebmbench.nets.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from ebmbench.protocol import Box, GenerativeModel
 from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" sampler)
@@ -45,6 +46,7 @@ class DCGANParams:
     beta1: float = 0.5  # Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1
     beta2: float = 0.999  # Adam beta2 of G and D; < 0: use the run's adam_beta2
     support_mode: str = "none"  # evaluation sampler: keep G(z) to the support by none | clamp | reflect
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
 
 @dataclass
@@ -217,6 +219,8 @@ def gan_optimizers(model: GAN, lr: float, betas: tuple[float, float]) -> dict[st
 def build_gan_nets(dataset: Dataset, params: DCGANParams, d_norm: str) -> tuple[nn.Module, nn.Module]:
     """MLP G and D for vector data (D norm "batch" becomes "none"); DCGAN conv G and D for (C, H, W) images."""
     shape, box = dataset.shape, dataset.support
+    if params.arch != "default":  # the paper pair brings its own D normalization
+        return gan_nets(params.arch, shape, params.latent_dim, box.low, box.high)
     if len(shape) == 1:
         g = MLPGenerator(params.latent_dim, shape, params.hidden, params.depth)
         d = MLPDiscriminator(shape, params.hidden, params.depth, norm="none" if d_norm == "batch" else d_norm)

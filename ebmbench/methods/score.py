@@ -12,6 +12,7 @@ from torch import Tensor, nn
 import ebmbench.samplers.annealed  # noqa: F401  (registers annealed_langevin, NCSN's default sampler)
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.nets.cifar import score_net
 from ebmbench.nets.mlp import TimeMLP
 from ebmbench.nets.unet import small_unet
 from ebmbench.noise import VENoise, as_sigma, geometric_sigmas, per_sample
@@ -38,6 +39,7 @@ class NCSNParams:
     hidden: int = 128  # TimeMLP width (vector data, e.g. 2D)
     depth: int = 3  # TimeMLP hidden layers (vector data, e.g. 2D)
     channels: str = "32,64"  # UNet2DModel block widths (image data), one halving per block
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
 
 def noise_label(sigma: Tensor) -> Tensor:
@@ -93,6 +95,9 @@ def ncsn_loss(
 
 def build_score_net(shape: tuple[int, ...], params: NCSNParams) -> nn.Module:
     """TimeMLP for vector data (D,), diffusers' UNet2DModel for images (C, H, W); both take c_noise as t."""
+    if params.arch != "default":
+        return score_net(params.arch, shape, sigma_max=params.sigma_max, sigma_min=params.sigma_min,
+                         n_sigmas=params.n_sigmas)
     if len(shape) == 1:
         return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
     if len(shape) == 3:
