@@ -115,6 +115,14 @@ def commits(frame: pd.DataFrame) -> list[str]:
     return sorted(frame.git_commit.dropna().unique())
 
 
+def missing_runs(suite_dir: Path | str) -> list[str]:
+    """Runs of the suite's manifest with no result yet (not run, or interrupted): never a silent gap."""
+    from ebmbench.results import current_run_ids
+
+    wanted = current_run_ids(suite_dir) or set()
+    return sorted(r for r in wanted if not (Path(suite_dir) / "runs" / r / "result.json").exists())
+
+
 def provenance_warning(frame: pd.DataFrame) -> str:
     found = commits(frame)
     dirty = bool(frame.git_dirty.fillna(False).astype(bool).any())

@@ -111,7 +111,7 @@ def test_finished_run_writes_tidy_rows(tmp_path):
 
 def test_digits_metrics_without_a_density_say_why(tmp_path):
     r = run.start({"dataset": "digits", "method": "ddpm", "suite": "dig", "results_dir": str(tmp_path),
-                   **TINY, **TINY_METHOD["ddpm"]})
+                   **TINY, **TINY_METHOD["ddpm"], "skip_metrics": "nll_pf_ode"})
     run.fit(r, progress=False)
     run.draw_samples(r)
     run.evaluate(r)
@@ -121,6 +121,8 @@ def test_digits_metrics_without_a_density_say_why(tmp_path):
     assert by_metric[(None, "nll_heldout")].status == "not_applicable"
     assert "needs capability 'energy'" in by_metric[(None, "nll_heldout")].reason
     assert by_metric[("ddim", "mmd2")].status == "ok" and by_metric[("ddim", "mmd2")].n_samples == 64
+    assert by_metric[(None, "nll_pf_ode")].status == "not_applicable"
+    assert "skipped by the run's skip_metrics" in by_metric[(None, "nll_pf_ode")].reason
 
 
 def planted_notebooks(tmp_path: Path) -> Path:

@@ -177,7 +177,9 @@ rep = nb([
     new_code_cell("import pandas as pd\nfrom IPython.display import Image, display\n\nfrom ebmbench import report\n"
                   "from ebmbench.results import load_results\n\n"
                   "pd.set_option(\"display.max_rows\", 500)\npd.set_option(\"display.width\", 200)\n"
-                  "frame = load_results(suite_dir)\nprint(report.provenance_warning(frame))"),
+                  "frame = load_results(suite_dir)\nprint(report.provenance_warning(frame))\n"
+                  "missing = report.missing_runs(suite_dir)\n"
+                  "print(f\"{len(missing)} runs of the suite have no result yet:\", *missing, sep=\"\\n  \")"),
     new_markdown_cell("## Runs by status"),
     new_code_cell("report.run_status_table(frame)"),
     new_markdown_cell("## Sample quality against sampling cost (headline)"),

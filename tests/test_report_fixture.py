@@ -1,0 +1,95 @@
+"""The report and the reproduction notebook on a fixture of measured rows, including rows that match
+published CIFAR-10 numbers, and the reproduction logic against hand-made rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ebmbench import report, reproduce
+from ebmbench.results import MetricValue, atomic_write_json, load_results, make_rows, provenance
+
+
+def write_run(suite_dir: Path, run_id: str, method: str, dataset: str, seed: int, values: list[MetricValue],
+              status: str = "ok") -> None:
+    run = {"run_id": run_id, "suite": suite_dir.name, "dataset": dataset, "dataset_hash": "h", "family": "f",
+           "method": method, "seed": seed, "run_status": status, "train_steps": 10, "train_wall_s": 1.0,
+           "threads": 1, "config_hash": run_id, **provenance("cpu")}
+    atomic_write_json(suite_dir / "runs" / run_id / "result.json",
+                      {"schema_version": 1, "run_id": run_id, "run_status": status, "rows": make_rows(run, values)})
+
+
+def fid(value: float, sampler: str, nfe: int, comparable: bool) -> MetricValue:
+    meta = {"comparable": comparable, "comparable_reason": "test-set reference, 50000 samples, Inception",
+            "floor": 2.0}
+    return MetricValue("fid_inception", value, sampler=sampler, n_samples=50000,
+                       cost={"nfe": nfe, "flops_per_sample": 1e9 * nfe, "wall_s_per_sample": 0.01}, meta=meta)
+
+
+def mmd(value: float, sampler: str, nfe: int) -> MetricValue:
+    return MetricValue("mmd2", value, sampler=sampler, n_samples=1000, meta={"floor": 0.0},
+                       cost={"nfe": nfe, "flops_per_sample": 1e5 * nfe, "wall_s_per_sample": 0.001})
+
+
+@pytest.fixture(scope="module")
+def fixture_suite(tmp_path_factory) -> Path:
+    suite = tmp_path_factory.mktemp("fixture") / "fixture"
+    for seed in range(3):
+        write_run(suite, f"cifar_ddpm_{seed}", "ddpm", "cifar10", seed,
+                  [fid(5.0 + seed, "ddim@10", 10, True), fid(4.0, "ddim@100", 100, True)])
+        write_run(suite, f"cifar_sngan_{seed}", "sngan", "cifar10", seed, [fid(22.0 + seed, "generator", 1, False)])
+        write_run(suite, f"toy_ddpm_{seed}", "ddpm", "eight_gaussians", seed,
+                  [mmd(0.05, "ddim@10", 10), mmd(0.01, "ddim@100", 100)])
+        write_run(suite, f"toy_sr_{seed}", "short_run_ebm", "eight_gaussians", seed,
+                  [mmd(0.01, "langevin@20", 20), mmd(0.08, "langevin@200", 200)])
+    write_run(suite, "toy_sr_diverged", "short_run_ebm", "eight_gaussians", 3,
+              [MetricValue("run", None, status="failed", reason="diverged at step 5: non-finite loss")], "diverged")
+    return suite
+
+
+def test_reproduction_puts_published_numbers_beside_measured_ones(fixture_suite):
+    frame = load_results(fixture_suite)
+    matched = reproduce.side_by_side(frame, reproduce.published())
+    ddpm = matched[(matched.method == "ddpm") & (matched.metric == "fid_inception")].iloc[0]
+    assert ddpm.published == "5.24" and ddpm.comparable and ddpm.measured == pytest.approx((5 + 6 + 7 + 4 * 3) / 6)
+    sngan = matched[matched.method == "sngan"].iloc[0]
+    assert sngan.published == "21.7" and "Miyato 2018" in sngan.paper
+
+
+def test_published_findings_are_checked_from_rows(fixture_suite):
+    frame = load_results(fixture_suite)
+    steps = reproduce.ddim_quality_by_steps(frame)
+    holds = reproduce.finding_holds(steps)
+    toy = holds[holds.dataset == "eight_gaussians"].iloc[0]
+    assert (toy.fewest_steps, toy.most_steps) == (10, 100) and toy.holds
+    long = reproduce.long_run_degradation(frame).iloc[0]
+    assert (long.K, long.long) == (20, 200) and long.degrades
+
+
+def test_tables_count_diverged_seeds_and_use_bootstrap_intervals(fixture_suite):
+    frame = load_results(fixture_suite)
+    table = report.metric_table(frame, metrics=("mmd2", "fid_inception"))
+    sr = table[(table.method == "short_run_ebm") & (table.sampler == "langevin@20")].iloc[0]
+    assert sr.diverged == 1 and sr.seeds == 3 and sr.interval == "bootstrap 95%"
+    lo, hi, kind = report.seed_interval(pd.Series([1.0, 2.0]).to_numpy())
+    assert (lo, hi, kind) == (1.0, 2.0, "min-max")
+
+
+def test_report_and_reproduction_render_html_and_figures(fixture_suite):
+    for name in ("report", "reproduce"):
+        html = report.render(fixture_suite, f"{name}.ipynb")
+        assert html.stat().st_size > 10_000
+    text = (fixture_suite / "reproduce.html").read_text()
+    assert "5.24" in text and "Ho 2020" in text
+    for fig in ("quality_vs_cost.png", "quality_vs_cost.svg"):
+        assert (fixture_suite / "figures" / fig).exists()
+
+
+def test_runs_of_the_manifest_without_a_result_are_listed(tmp_path):
+    suite = tmp_path / "s"
+    write_run(suite, "done", "ddpm", "eight_gaussians", 0, [mmd(0.1, "ddim", 10)])
+    atomic_write_json(suite / "suite.json", {"name": "s", "run_ids": ["done", "never_ran"]})
+    assert report.missing_runs(suite) == ["never_ran"]
+    assert set(load_results(suite).run_id) == {"done"}
