@@ -24,21 +24,27 @@ from ebmbench.samplers.langevin import ula
 
 
 @dataclass
-class ShortRunParams:
-    """Short-run non-persistent MCMC EBM (Nijkamp et al. 2019); Langevin noise is sqrt(2 * eps * T)."""
+class EnergyNetParams:
+    """The energy network and the Langevin chains that evaluate it: shared by every EBM objective below."""
 
     hidden: int = 128  # MLP width (vector data)
     depth: int = 3  # MLP hidden layers (vector data)
     channels: str = "32,64"  # conv energy channels (image data)
     spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
-    langevin_steps: int = 20  # K ULA steps from uniform noise, in training AND at evaluation
-    langevin_eps: float = 0.01  # step size eps
-    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
+    langevin_eps: float = 0.01  # Langevin step size eps (training chains, where used, and evaluation)
+    langevin_T: float = 1.0  # Langevin temperature T (T != 1 means tempered samples)
     grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off)
+
+
+@dataclass
+class ShortRunParams(EnergyNetParams):
+    """Short-run non-persistent MCMC EBM (Nijkamp et al. 2019); Langevin noise is sqrt(2 * eps * T)."""
+
+    langevin_steps: int = 20  # K ULA steps from uniform noise, in training AND at evaluation
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss
-    long_run_factor: int = 0  # also evaluate chains this many times longer than K (0 = off)
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
     @property
     def sample_steps(self) -> int:
@@ -47,71 +53,39 @@ class ShortRunParams:
 
 
 @dataclass
-class CDkParams:
+class CDkParams(EnergyNetParams):
     """Contrastive divergence CD-k (Hinton 2002); Langevin noise is sqrt(2 * eps * T)."""
 
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     langevin_steps: int = 20  # k ULA steps started at the data batch
-    langevin_eps: float = 0.01  # step size eps
-    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
     sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
 
 
 @dataclass
-class DSMParams:
+class DSMParams(EnergyNetParams):
     """Denoising score matching on s_theta = -grad E (Vincent 2011); evaluation by Langevin."""
 
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     sigma: float = 0.1  # noise level: x~ = x + sigma * eps; exp(-E) then fits the sigma-noised data
-    langevin_eps: float = 0.01  # step size eps of the evaluation chains
-    langevin_T: float = 1.0  # temperature T of the evaluation chains
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
 
 
 @dataclass
-class SSMParams:
+class SSMParams(EnergyNetParams):
     """Sliced score matching on s_theta = -grad E (Song et al. 2019); evaluation by Langevin."""
 
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     projection: str = "rademacher"  # distribution of the slices v: rademacher | gaussian
     n_projections: int = 1  # slices v per data point
     variance_reduction: bool = True  # SSM-VR: 0.5 |s|^2 in place of 0.5 (v^T s)^2 (needs E[v v^T] = I)
-    langevin_eps: float = 0.01  # step size eps of the evaluation chains
-    langevin_T: float = 1.0  # temperature T of the evaluation chains
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
 
 
 @dataclass
-class NCEParams:
+class NCEParams(EnergyNetParams):
     """Noise-contrastive estimation with a learned log-normalizer c (Gutmann & Hyvarinen 2010)."""
 
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     noise: str = "gaussian"  # q: gaussian (batch mean and per-coordinate std, truncated to the box) | uniform
     noise_ratio: int = 4  # nu, noise samples per data sample (larger: closer to maximum likelihood)
     noise_min_std: float = 0.05  # floor of the fitted per-coordinate std (constant pixels have std 0)
-    langevin_eps: float = 0.01  # step size eps of the evaluation chains
-    langevin_T: float = 1.0  # temperature T of the evaluation chains
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
 
 
