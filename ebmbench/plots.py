@@ -14,10 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from ebmbench.run import Run, sampler_plan  # noqa: E402
 
@@ -31,6 +29,8 @@ def _show(ax, x: Tensor, title: str, box) -> None:
         ax.set_ylim(box.low, box.high)
         ax.set_aspect("equal")
     else:
+        from torchvision.utils import make_grid  # lazy: torchvision's import costs seconds, 2D runs skip it
+
         imgs = (x[:64] - box.low) / (box.high - box.low)
         grid = make_grid(imgs.clamp(0, 1), nrow=8, padding=1, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1)
@@ -133,7 +133,7 @@ def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
     return fig
 
 
-def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16, 64)) -> plt.Figure | None:
+def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16)) -> plt.Figure | None:
     """The same chains far beyond the evaluation length: short-run models degrade, persistent ones hold."""
     if not run.model.has("energy"):
         return None
@@ -255,6 +255,8 @@ def _headline_points(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, s
 
 def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None) -> plt.Figure:
     """Headline: sample quality against NFE and against FLOPs per sample, every family, Pareto front marked."""
+    import seaborn as sns  # lazy, like every heavy import here: run notebooks never draw suite figures
+
     datasets = sorted(frame.dataset.dropna().unique()) or ["(no rows)"]
     fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 7.0), squeeze=False)
     for j, ds in enumerate(datasets):
@@ -377,6 +379,8 @@ def quality_by_steps(table: pd.DataFrame, metric: str = "mmd2") -> plt.Figure | 
     """DDPM / DDIM / DPM-Solver++ quality against their number of steps, one panel per dataset."""
     if table.empty:
         return None
+    import seaborn as sns
+
     datasets = sorted(table.dataset.unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):

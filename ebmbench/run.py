@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,18 +133,24 @@ def evaluate(run: Run) -> list[MetricValue]:
     for name, samples in run.samples.items():
         x = samples.x.detach().float().cpu()
         for metric in (SAMPLE_METRICS.get(m) for m in SAMPLE_METRICS.names()):
+            t0 = time.perf_counter()
             status, out = measure(metric, x, run.dataset, cfg=run.cfg)
-            run.values.append(to_value(metric.name, status, out, sampler=name, samples=samples))
+            run.values.append(to_value(metric.name, status, out, sampler=name, samples=samples,
+                                       eval_s=time.perf_counter() - t0))
     for metric in (MODEL_METRICS.get(m) for m in MODEL_METRICS.names()):
+        t0 = time.perf_counter()
         status, out = measure(metric, run.model, run.dataset, cfg=run.cfg)
-        run.values.append(to_value(metric.name, status, out))
+        run.values.append(to_value(metric.name, status, out, eval_s=time.perf_counter() - t0))
     return run.values
 
 
 def to_value(name: str, status: str, out: Any, sampler: str | None = None,
-             samples: Samples | None = None) -> MetricValue:
+             samples: Samples | None = None, eval_s: float | None = None) -> MetricValue:
+    """A metric's outcome as a row value; ``eval_s`` (seconds the metric itself took) goes into meta."""
     cost = samples.cost.to_dict() if samples is not None else None
     base_meta = sample_meta(samples) if samples is not None else {}
+    if eval_s is not None:
+        base_meta["eval_s"] = round(eval_s, 3)
     if status != "ok":
         return MetricValue(name, None, status=status, reason=out, sampler=sampler, cost=cost, meta=base_meta)
     value, stderr, meta = out

@@ -228,3 +228,8 @@ def test_comparable_follows_the_published_protocol():
     assert comparability("cifar10", "is", "inception", "test", 50_000)["comparable"]
     assert not comparability("cifar10", "kid", "inception", "test", 50_000)["comparable"]
     assert not comparability("digits", "fid", "domain", "test", 1000)["comparable"]
+
+
+def test_inception_url_is_torch_fidelitys_own():
+    """fidelity.py spells the weights URL out (so torch-fidelity loads lazily); it must stay torch-fidelity's."""
+    assert fidelity.URL_INCEPTION_V3 == tf_inception.URL_INCEPTION_V3

@@ -7,6 +7,7 @@ sigma_min, the closed-form expectation of the DDPM bound for Gaussian data, and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -198,6 +199,11 @@ def test_ais_rows_say_which_way_the_nll_errs() -> None:
     binary = Dataset("bin", x, x, x, BOX, "binary", levels=2)
     with pytest.raises(NotApplicable, match="gibbs"):
         ais.model_metric_ais_forward(model, binary)
+    # without the reverse direction the forward row is unchanged (its own random stream) and reverse says why
+    alone = dataclasses.replace(params, reverse=False)
+    assert ais.nll_row(model, dataset, "forward", alone)[0] == low
+    with pytest.raises(NotApplicable, match="reverse AIS was not run"):
+        ais.nll_row(model, dataset, "reverse", alone)
     with pytest.raises(NotApplicable, match="energy"):
         ais.model_metric_ais_forward(ncsn_gaussian(), dataset)
 

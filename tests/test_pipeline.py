@@ -161,6 +161,9 @@ def test_smoke_suite_runs_every_notebook_and_the_report(smoke_serial, capsys):
         assert (suite_dir / "figures" / f"{name}.png").exists() and (suite_dir / "figures" / f"{name}.svg").exists()
     frame = pd.read_parquet(suite_dir / "results.parquet")
     assert (frame.run_status == "ok").all()
+    # every evaluated metric row says how long the metric itself took (the evaluation's own cost)
+    eval_s = [json.loads(m).get("eval_s") for m in frame.meta]
+    assert all(isinstance(t, float) and t >= 0 for t in eval_s), eval_s[:5]
     notebooks = {suites.NOTEBOOKS_DIR / METHODS.get(m).notebook for m in frame.method.unique()}
     assert {p.name for p in notebooks} == {p.name for p in suites.NOTEBOOKS_DIR.glob("train_*.ipynb")}
     for run_dir in (suite_dir / "runs").iterdir():

@@ -9,10 +9,9 @@ x_hat = x_t / sqrt(ab) = x0 + sigma z the score is grad log p_sigma(x_hat) = -ep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
@@ -22,6 +21,9 @@ from ebmbench.nets.mlp import TimeMLP
 from ebmbench.nets.unet import small_unet
 from ebmbench.noise import VPNoise, as_sigma, per_sample
 from ebmbench.protocol import Box, GenerativeModel
+
+if TYPE_CHECKING:  # diffusers loads on first use (seconds of import for notebooks that never need it)
+    from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 
 @dataclass
@@ -39,6 +41,7 @@ class DDPMParams:
     prediction_type: str = "epsilon"  # the net predicts the added noise eps
     hidden: int = 128  # TimeMLP width (vector data, e.g. 2D)
     depth: int = 3  # TimeMLP hidden layers (vector data, e.g. 2D)
+    channels: str = "32,64"  # UNet2DModel block widths (image data), one halving per block
     ddpm_steps: int = 1000  # ancestral sampler steps at evaluation
     ddim_steps: int = 50  # DDIM steps at evaluation
     ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
@@ -102,12 +105,16 @@ class DDPM(GenerativeModel):
         """A fresh diffusers DDPMScheduler with the pinned settings (Ho et al. 2020)."""
         cfg = self.scheduler_config()
         cfg.pop("set_alpha_to_one")
+        from diffusers import DDPMScheduler
+
         return DDPMScheduler(**cfg)
 
     def make_ddim_scheduler(self) -> DDIMScheduler:
         """A fresh diffusers DDIMScheduler with the same betas and settings (Song et al. 2021)."""
         cfg = self.scheduler_config()
         cfg.pop("variance_type")  # DDIM's variance is sigma_t(eta), set per step
+        from diffusers import DDIMScheduler
+
         return DDIMScheduler(**cfg)
 
     def make_ddim_inverse_scheduler(self) -> DDIMInverseScheduler:
@@ -115,6 +122,8 @@ class DDPM(GenerativeModel):
         cfg = self.scheduler_config()
         cfg.pop("variance_type")
         cfg.pop("thresholding")  # not a DDIMInverseScheduler option; it never thresholds
+        from diffusers import DDIMInverseScheduler
+
         return DDIMInverseScheduler(**cfg)
 
     def make_dpm_scheduler(self) -> DPMSolverMultistepScheduler:
@@ -122,6 +131,8 @@ class DDPM(GenerativeModel):
         cfg = self.scheduler_config()
         for key in ("variance_type", "clip_sample", "set_alpha_to_one"):  # no such DPM-Solver options
             cfg.pop(key)
+        from diffusers import DPMSolverMultistepScheduler
+
         return DPMSolverMultistepScheduler(
             **cfg,
             algorithm_type="dpmsolver++",
@@ -154,7 +165,8 @@ def build_eps_net(shape: tuple[int, ...], params: DDPMParams) -> nn.Module:
     if len(shape) == 1:
         return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
     if len(shape) == 3:
-        return small_unet(shape)  # type: ignore[arg-type]
+        channels = tuple(int(c) for c in params.channels.split(","))
+        return small_unet(shape, channels=channels)  # type: ignore[arg-type]
     raise ValueError(f"DDPM has eps nets for shapes (D,) and (C, H, W), not {shape}")
 
 

@@ -18,25 +18,31 @@ from ebmbench.samplers.langevin import ula
 
 
 @dataclass
-class PCDParams:
-    """Parameters of the PCD EBM (IGEBM recipe); Langevin noise is sqrt(2 * eps * T)."""
+class EnergyNetParams:
+    """The energy network and the Langevin chains that evaluate it: shared by every EBM objective."""
 
     hidden: int = 128  # MLP width (vector data)
     depth: int = 3  # MLP hidden layers (vector data)
     channels: str = "32,64"  # conv energy channels (image data)
+    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
+    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
+    langevin_eps: float = 0.01  # Langevin step size eps (training chains, where used, and evaluation)
+    langevin_T: float = 1.0  # Langevin temperature T (T != 1 means tempered samples)
+    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
+    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
+
+
+@dataclass
+class PCDParams(EnergyNetParams):
+    """Parameters of the PCD EBM (IGEBM recipe); Langevin noise is sqrt(2 * eps * T)."""
+
     buffer_size: int = 10000  # replay buffer entries
     reinit_frac: float = 0.05  # fraction of each batch restarted from uniform noise
     langevin_steps: int = 20  # K steps per training iteration
-    langevin_eps: float = 0.01  # step size eps
-    langevin_T: float = 1.0  # temperature T (T != 1 means tempered samples)
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
     sample_steps: int = 200  # K of the fresh chains that sample() runs at evaluation
-    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
     buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
 
 
 class EBM(GenerativeModel):

@@ -18,25 +18,9 @@ from torch import Tensor, nn
 from ebmbench.data.base import Dataset
 from ebmbench.data.toy2d import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.methods.ebm import EBM, PCDParams, build_energy_net, energy_eval_samplers
+from ebmbench.methods.ebm import EBM, EnergyNetParams, PCDParams, build_energy_net, energy_eval_samplers
 from ebmbench.protocol import Box
 from ebmbench.samplers.langevin import ula
-
-
-@dataclass
-class EnergyNetParams:
-    """The energy network and the Langevin chains that evaluate it: shared by every EBM objective below."""
-
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
-    langevin_eps: float = 0.01  # Langevin step size eps (training chains, where used, and evaluation)
-    langevin_T: float = 1.0  # Langevin temperature T (T != 1 means tempered samples)
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
-    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off)
 
 
 @dataclass

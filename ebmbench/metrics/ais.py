@@ -57,6 +57,7 @@ class AISParams:
     start_steps: int = 2000  # reverse start without an exact sampler: transitions of the long-run chains
     grid_cells: int = 256  # reverse start in 2D: cells per axis of the grid draw
     seed: int = 0  # seeds the generator of every draw (metrics get no generator)
+    reverse: bool = True  # also run reverse AIS (its start costs start_steps transitions per chain)
 
 
 @dataclass
@@ -323,14 +324,17 @@ def _cost(path: Path) -> int:
 
 
 def ais(path: Path, params: AISParams, generator: torch.Generator, x_model: Tensor | None = None,
-        start: str = "", approximate_start: bool = True) -> dict[str, AISResult]:
-    """Forward AIS, and reverse AIS when model samples ``x_model`` (R * M of them) are given."""
+        start: str = "", approximate_start: bool = True, reverse_generator: torch.Generator | None = None
+        ) -> dict[str, AISResult]:
+    """Forward AIS, and reverse AIS when model samples ``x_model`` (R * M of them) are given (drawing from
+    ``reverse_generator`` if given, so that the forward estimate does not depend on whether reverse runs)."""
     base = path.base.describe() if isinstance(path, EnergyPath) else "base-rate RBM (W = 0)"
     out, wall, cost, acc = _timed(lambda: run_forward(path, params, generator), path)
     results = {"forward": AISResult("forward", **out, log_z0=path.log_z0, nfe=cost, wall_s=wall, acceptance=acc,
                                     start=base, approximate_start=False)}
     if x_model is not None:
-        out, wall, cost, acc = _timed(lambda: run_reverse(path, x_model, params, generator), path)
+        rev_gen = reverse_generator or generator
+        out, wall, cost, acc = _timed(lambda: run_reverse(path, x_model, params, rev_gen), path)
         results["reverse"] = AISResult("reverse", **out, log_z0=path.log_z0, nfe=cost, wall_s=wall,
                                        acceptance=acc, start=start, approximate_start=approximate_start)
     return results
@@ -415,10 +419,12 @@ def estimate_log_z(model: GenerativeModel, dataset: Dataset | None, params: AISP
     path = build_path(model, dataset, params)
     if not reverse:
         return ais(path, params, generator)
+    # the reverse direction draws from its own stream: the forward estimate is the same with or without it
+    rev_gen = torch.Generator(device=model.device).manual_seed(params.seed + 1)
     cost0, start_time = _cost(path), time.perf_counter()
-    x, start, approximate = reverse_start(model, path, params.runs * params.chains, params, generator)
+    x, start, approximate = reverse_start(model, path, params.runs * params.chains, params, rev_gen)
     start_cost = {"start_nfe_per_chain": _cost(path) - cost0, "start_wall_s": time.perf_counter() - start_time}
-    results = ais(path, params, generator, x, start, approximate)
+    results = ais(path, params, generator, x, start, approximate, reverse_generator=rev_gen)
     results["reverse"].info.update(start_cost)
     return results
 
@@ -433,7 +439,7 @@ def cached_estimate(model: GenerativeModel, dataset: Dataset, params: AISParams)
     key = (tensors_hash(*model.state_dict().values()), dataset.content_hash, tuple(asdict(params).values()))
     if key not in _CACHE:
         _CACHE.clear()
-        _CACHE[key] = estimate_log_z(model, dataset, params)
+        _CACHE[key] = estimate_log_z(model, dataset, params, reverse=params.reverse)
     return _CACHE[key]
 
 
@@ -469,6 +475,8 @@ def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AI
     """Held-out NLL = mean E(x) + log Z_hat with log Z from AIS in one direction; the bound's way is in meta."""
     check_applicable(model, dataset)
     params = params or AISParams()
+    if direction == "reverse" and not params.reverse:
+        raise registry.NotApplicable("reverse AIS was not run (AISParams.reverse=False)")
     results = cached_estimate(model, dataset, params)
     r = results[direction]
     e, meta = mean_energy(model, dataset, params)

@@ -34,12 +34,10 @@ def sample_with_cost(
     budget: dict[str, Any],
     generator: torch.Generator,
     batch_size: int | None = None,
-    warmup: int = 2,
 ) -> Samples:
-    """Draw ``n`` samples after a small warm-up draw (excluded from timing), with FLOPs filled in."""
-    if warmup:
-        warm_gen = torch.Generator(model.device).manual_seed(10_000 + warmup)
-        model.sample(warmup, generator=warm_gen, sampler=sampler, **budget)
+    """Draw ``n`` samples, with FLOPs filled in. The FLOP-counting draw (2 samples, its own generator, run
+    first) is also the warm-up: one-time costs (lazy init, allocator, cuDNN choice) stay out of the timing."""
+    flops = flops_per_sample(model, sampler, budget, seed=10_002)
     samples = model.sample(n, generator=generator, sampler=sampler, batch_size=batch_size, **budget)
-    samples.cost.flops_per_sample = flops_per_sample(model, sampler, budget)
+    samples.cost.flops_per_sample = flops
     return samples

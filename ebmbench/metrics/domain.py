@@ -25,8 +25,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import to_uint8
@@ -188,8 +186,9 @@ def load_or_train(dataset: Dataset, params: DomainParams | None = None, cache_di
                            ckpt["device"], str(path))
 
 
-class DomainFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity adapter; each registered subclass carries one classifier's architecture and weights."""
+class DomainFeatures:
+    """torch-fidelity adapter (mixed into its FeatureExtractorBase at registration, so that torch-fidelity
+    loads only when a fidelity metric runs); each registered class carries one classifier's weights."""
 
     arch: ClassVar[dict[str, int]]
     state: ClassVar[dict[str, Tensor]]
@@ -226,8 +225,11 @@ class DomainFeatureExtractor(FeatureExtractorBase):
 
 def register(name: str, arch: dict[str, int], state: dict[str, Tensor]) -> None:
     """Register once per name; the name carries the weights hash, so equal names mean equal weights."""
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
     if name in FEATURE_EXTRACTORS_REGISTRY:
         return
-    cls = type(f"DomainFeatureExtractor_{name.replace('-', '_')}", (DomainFeatureExtractor,),
+    cls = type(f"DomainFeatureExtractor_{name.replace('-', '_')}", (DomainFeatures, FeatureExtractorBase),
                {"arch": dict(arch), "state": {k: v.clone() for k, v in state.items()}})
     register_feature_extractor(name, cls)

@@ -19,15 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch_fidelity
-from scipy import stats
 from threadpoolctl import threadpool_limits
 from torch import Tensor
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import for_extractor, to_uint8
@@ -35,6 +33,10 @@ from ebmbench.metrics import domain
 from ebmbench.metrics.registry import Measured, Metric, NotApplicable
 from ebmbench.results import atomic_write_json
 
+# torch-fidelity and scipy.stats load lazily (seconds of import per notebook that never computes FID):
+# torch-fidelity's own constant is feature_extractor_inceptionv3.URL_INCEPTION_V3 (a test checks they agree)
+URL_INCEPTION_V3 = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                    "weights-inception-2015-12-05-6726825d.pth")
 INCEPTION = "inception-v3-compat"  # torch-fidelity's port of the TF Inception used by published FIDs
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]
 CACHE_VERSION = "v2"  # part of every cache key: bump when to_uint8 or an extractor's outputs change
@@ -150,6 +152,8 @@ def run_fidelity(gen: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ..
 
     numpy's BLAS gets torch's thread count: its default (all cores) is 30x slower for KID's
     small kernels on a shared 2-core machine."""
+    import torch_fidelity
+
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         out = torch_fidelity.calculate_metrics(
             input1=ImageSet(for_extractor(gen, ex.rgb)), input2=ImageSet(for_extractor(ref, ex.rgb)),
@@ -187,6 +191,8 @@ def copy_test(gen: Tensor, train: Tensor, val: Tensor, test: Tensor, device: tor
     are fresh draws puts as many samples within tau of a training image as held-out test images do.
     A one-sided Fisher exact test of the two fractions flags memorization when p < 1e-3.
     """
+    from scipy import stats
+
     d_gen = nearest_train_distance(gen[:COPY_MAX], train, device)
     d_val, d_test = nearest_train_distance(val, train, device), nearest_train_distance(test, train, device)
     tau = float(torch.quantile(d_val.double(), COPY_QUANTILE))
@@ -248,7 +254,7 @@ def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "dom
             "extractor_info": ex.info, "reference": "test", "n": n, "n_reference": len(ref), "n_floor": n_floor,
             "kid_subset_size": subset, "kid_subset_size_requested": kid_subset_size, "kid_subsets": KID_SUBSETS,
             "rng_seed": RNG_SEED, "min_samples": guard, "conversion": "to_uint8: clamp, nearest level, level to byte",
-            "torch_fidelity": torch_fidelity.__version__,
+            "torch_fidelity": version("torch-fidelity"),
             "floor_definition": f"{n_floor} training images (seed {FLOOR_SEED}) against the same test reference"}
     meta["comparable"] = {m: comparability(dataset.name, m, ex.kind, "test", n, published_dir)
                           for m in ("fid", "kid", "is", "precision", "recall") if m in out}

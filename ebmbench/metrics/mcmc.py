@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from scipy.stats import rankdata
 from torch import Tensor
 
 
@@ -87,6 +86,8 @@ def _rhat(x: Tensor) -> Tensor:
 
 def rank_normalize(x: Tensor) -> Tensor:
     """Normal scores of the pooled average ranks, per coordinate (Blom's offsets; Vehtari et al. eq. 14)."""
+    from scipy.stats import rankdata  # lazy: scipy.stats costs a second of import in every notebook
+
     m, n, d = x.shape
     ranks = torch.as_tensor(rankdata(x.reshape(m * n, d).numpy(), axis=0), dtype=x.dtype)
     z = torch.special.ndtri((ranks - 0.375) / (m * n + 0.25))

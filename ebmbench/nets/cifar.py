@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DModel
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -338,6 +337,8 @@ def ddpm_unet(shape: tuple[int, ...], dropout: float = 0.1) -> EpsUNet:
     c, h, _ = _check_image(shape, "ddpm_unet")
     if h % 8:
         raise ValueError(f"ddpm_unet halves the resolution three times; image size {h} must be divisible by 8")
+    from diffusers import UNet2DModel  # lazy: seconds of import for notebooks without a U-Net
+
     unet = UNet2DModel(
         sample_size=h, in_channels=c, out_channels=c,
         block_out_channels=(128, 256, 256, 256), layers_per_block=2,

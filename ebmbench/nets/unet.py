@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from diffusers import UNet2DModel
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 
 class EpsUNet(nn.Module):
@@ -34,6 +38,8 @@ def small_unet(
         raise ValueError(f"small_unet needs square images, got {h}x{w}")
     if h % 2 ** (len(channels) - 1):
         raise ValueError(f"image size {h} is not divisible by 2^{len(channels) - 1} (one halving per block)")
+    from diffusers import UNet2DModel  # lazy: seconds of import for notebooks without a U-Net
+
     unet = UNet2DModel(
         sample_size=h,
         in_channels=c,
