@@ -185,7 +185,8 @@ def _points(cfg: Any, cls: str) -> dict[str, Any]:
     if cls == "elbo":
         return {"params": elbo.ELBOParams(max_points=cfg.likelihood_points, seed=cfg.seed,
                                           t_samples=cfg.elbo_t_samples)}
-    return {"params": pf_ode.PFODEParams(max_points=cfg.likelihood_points, seed=cfg.seed)}
+    tol = cfg.pf_ode_tol
+    return {"params": pf_ode.PFODEParams(max_points=cfg.likelihood_points, seed=cfg.seed, rtol=tol, atol=tol)}
 
 
 for _m in (
