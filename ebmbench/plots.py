@@ -258,29 +258,36 @@ def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None) -> plt.Figure
     import seaborn as sns  # lazy, like every heavy import here: run notebooks never draw suite figures
 
     datasets = sorted(frame.dataset.dropna().unique()) or ["(no rows)"]
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 7.0), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 8.5), squeeze=False)
     for j, ds in enumerate(datasets):
         points, metric = _headline_points(frame, ds)
         for i, (x, label) in enumerate([("nfe_cost", "NFE per sample (buffer: amortized)"),
                                         ("flops", "matmul/conv FLOPs per sample")]):
             ax = axes[i][j]
             if len(points):
-                sns.scatterplot(data=points, x=x, y="value", hue="setting", style="family", ax=ax, s=60,
-                                legend=(i == 0))
-                front = pareto_front(points.dropna(subset=[x]), x, "value")
+                shown = points[points[x] > 0]  # a log axis cannot show zero cost; those settings are named below
+                # the same colour and marker for a setting in both rows, whichever points a row can show
+                sns.scatterplot(data=shown, x=x, y="value", hue="setting", style="family", ax=ax, s=60,
+                                hue_order=list(points["setting"]), style_order=sorted(points["family"].unique()),
+                                legend=(i == 1))
+                front = pareto_front(shown.dropna(subset=[x]), x, "value")
                 if len(front):
                     ax.step(front[x], front["value"], where="post", c="k", lw=0.8, label="Pareto front")
                 if points["floor"].notna().any():
                     ax.axhline(points["floor"].mean(), ls="--", c="gray", lw=1, label="real-vs-real floor")
                 ax.set_xscale("log")
-                if i == 0:
-                    ax.legend(fontsize=6)
+                zero = sorted(points.loc[points[x] == 0, "setting"])
+                if zero:
+                    ax.text(0.01, 0.99, "0 at draw time, not shown: " + ", ".join(zero), transform=ax.transAxes,
+                            fontsize=6, va="top")
+                if i == 1:  # one legend per dataset, under its panels, so that it hides no point
+                    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
             ax.set_xlabel(label)
             ax.set_ylabel(f"{metric} (lower is better)")
             ax.set_title(ds, fontsize=10)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ebmbench import plots
 from ebmbench.results import atomic_write_text, load_results
-from ebmbench.suites import NOTEBOOKS_DIR
+from ebmbench.suites import KERNEL_ARGS, NOTEBOOKS_DIR
 
 SAMPLE_METRICS = ("mmd2", "energy_distance", "mode_coverage", "off_support_fraction", "true_nll_of_samples",
                   "fid_domain", "kid_domain", "is_domain", "precision_domain", "recall_domain", "nn_copy_fraction")
@@ -151,7 +151,7 @@ def figures(suite_dir: Path | str) -> dict[str, Path]:
         if fig is None:
             continue
         for ext in ("png", "svg"):
-            fig.savefig(out / f"{name}.{ext}", dpi=120)
+            fig.savefig(out / f"{name}.{ext}", dpi=120, bbox_inches="tight")  # legends sit outside the axes
         paths[name] = out / f"{name}.png"
     return paths
 
@@ -166,7 +166,7 @@ def render(suite_dir: Path | str, notebook: str = "report.ipynb") -> Path:
     executed = suite_dir / notebook
     pm.execute_notebook(str(NOTEBOOKS_DIR / notebook), str(executed),
                         parameters={"suite_dir": str(suite_dir)}, progress_bar=False,
-                        kernel_name="python3", cwd=str(NOTEBOOKS_DIR))
+                        kernel_name="python3", cwd=str(NOTEBOOKS_DIR), extra_arguments=KERNEL_ARGS)
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(executed, as_version=4))
     path = executed.with_suffix(".html")
     atomic_write_text(path, html)

@@ -93,3 +93,24 @@ def test_runs_of_the_manifest_without_a_result_are_listed(tmp_path):
     atomic_write_json(suite / "suite.json", {"name": "s", "run_ids": ["done", "never_ran"]})
     assert report.missing_runs(suite) == ["never_ran"]
     assert set(load_results(suite).run_id) == {"done"}
+
+
+def test_headline_figure_keeps_colours_across_rows_and_names_zero_cost_settings(fixture_suite, tmp_path):
+    from ebmbench import plots
+
+    frame = load_results(fixture_suite)
+    buffer = frame[(frame.dataset == "eight_gaussians") & (frame.sampler == "ddim@10")].copy()
+    buffer["sampler"], buffer["flops_per_sample"], buffer["value"] = "replay_buffer", 0.0, 0.03
+    fig = plots.quality_vs_cost(pd.concat([frame, buffer]), tmp_path / "qvc.png")
+    column = sorted(frame.dataset.unique()).index("eight_gaussians")
+    top, bottom = fig.axes[column], fig.axes[len(fig.axes) // 2 + column]
+
+    def colour_by_value(ax):
+        points = ax.collections[0]
+        return {round(float(y), 6): tuple(c) for (_, y), c in zip(points.get_offsets(), points.get_facecolors())}
+
+    upper, lower = colour_by_value(top), colour_by_value(bottom)
+    assert 0.03 in upper and 0.03 not in lower  # zero FLOPs cannot sit on a log axis ...
+    assert any("not shown: ddpm / replay_buffer" in t.get_text() for t in bottom.texts)  # ... so it is named
+    shared = set(upper) & set(lower)
+    assert len(shared) >= 3 and all(upper[v] == lower[v] for v in shared)
