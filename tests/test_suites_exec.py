@@ -135,3 +135,17 @@ def test_invalid_suite_fails_before_any_run(tmp_path, capsys):
     assert cli.main(["run", str(bad), "--results-dir", str(tmp_path / "res")]) == 2
     assert not (tmp_path / "res").exists()  # nothing ran
     assert "runs[1] (eight_gaussians, pcd_ebm, seed 0): parameter 'train_steps' must be int" in capsys.readouterr().err
+
+
+def test_kernels_get_the_runs_threads_and_not_dasks_malloc_setting(monkeypatch):
+    """A Dask nanny exports MALLOC_TRIM_THRESHOLD_ and one-thread BLAS pools; a run's kernel sees neither."""
+    import os
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with suites.kernel_environment(3):
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+        assert [os.environ[k] for k in suites.THREAD_ENV] == ["3", "3", "3"]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and os.environ["OMP_NUM_THREADS"] == "1"
+    assert "MKL_NUM_THREADS" not in os.environ
