@@ -55,6 +55,10 @@ class RunConfig:
     elbo_t_samples: int = 0  # ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
+    def skipped(self, metric: str) -> bool:
+        """Whether ``metric`` is listed in skip_metrics."""
+        return metric in [m.strip() for m in self.skip_metrics.split(",")]
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method_params"}
         d["method_params"] = dataclasses.asdict(self.method_params)

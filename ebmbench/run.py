@@ -110,8 +110,7 @@ def draw_samples(run: Run) -> dict[str, Samples]:
 
 def measure(metric: Metric, *args: Any, cfg: RunConfig | None = None) -> tuple[str, Any]:
     """Run one metric; ('ok', result) or ('not_applicable' | 'failed', reason)."""
-    skipped = [m.strip() for m in cfg.skip_metrics.split(",")] if cfg is not None else []
-    if metric.name in skipped:
+    if cfg is not None and cfg.skipped(metric.name):
         return "not_applicable", f"skipped by the run's skip_metrics parameter ({cfg.skip_metrics})"
     try:
         return "ok", metric.fn(*args, **metric.kwargs(cfg))

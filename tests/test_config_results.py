@@ -30,6 +30,8 @@ def test_resolve_fills_defaults_and_hashes_deterministically():
     d = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "langevin_steps": 5,
                         "suite": "x", "results_dir": "/elsewhere"})
     assert d.config_hash == a.config_hash
+    e = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "skip_metrics": "mmd2, nll_ais_reverse"})
+    assert e.skipped("nll_ais_reverse") and e.skipped("mmd2") and not e.skipped("nll_ais") and not a.skipped("mmd2")
 
 
 def test_int_is_accepted_for_float():
