@@ -11,7 +11,7 @@ from typing import Any, get_type_hints
 
 import torch
 
-from ebmbench.builtins import DATASETS, METHODS
+from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,10 @@ class RunConfig:
     likelihood_points: int = 0  # test points for the probability-flow ODE and the ELBO (0 = the whole split)
     pf_ode_tol: float = 1e-5  # probability-flow ODE: the solver's rtol = atol (Song et al. 2021: 1e-5)
     elbo_t_samples: int = 0  # ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)
+    curve_points: int = 8  # learning-curve points, at train_steps / 2^k for k < curve_points (0 = none)
+    curve_samplers: str = ""  # comma-separated evaluation samplers drawn at curve points ("" = all evaluated)
+    curve_metrics: str = "reverse_kl,mode_tv,fid_domain"  # sample metrics at curve points (inapplicable: skipped)
+    curve_n: int = 0  # samples per curve point (0 = n_eval_samples)
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
     def skipped(self, metric: str) -> bool:
@@ -136,6 +140,13 @@ def resolve(params: dict[str, Any]) -> RunConfig:
     for k in ("train_steps", "batch_size", "threads", "n_eval_samples", "checkpoint_every", "log_every"):
         if getattr(cfg, k) < 1:
             raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(cfg, k)}")
+    for k in ("curve_points", "curve_n"):
+        if getattr(cfg, k) < 0:
+            raise ConfigError(f"parameter {k!r} must be >= 0, got {getattr(cfg, k)}")
+    unknown = sorted({m.strip() for m in cfg.curve_metrics.split(",") if m.strip()} - set(SAMPLE_METRICS.names()))
+    if unknown:
+        raise ConfigError(f"parameter 'curve_metrics': unknown sample metric(s) {unknown}; "
+                          f"choose from {sorted(SAMPLE_METRICS.names())}")
     return cfg
 
 

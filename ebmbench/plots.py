@@ -21,7 +21,9 @@ from ebmbench.run import Run, sampler_plan  # noqa: E402
 
 
 def _show(ax, x: Tensor, title: str, box) -> None:
-    """Scatter 2D points, or a grid of images, on ``ax``."""
+    """Scatter 2D points, or a grid of images (uint8 bytes as kept in samples.pt, or model space), on ``ax``."""
+    if x.dtype == torch.uint8:
+        x = box.low + (box.high - box.low) * x.float() / 255
     x = x.detach().float().cpu()
     if x.dim() == 2 and x.shape[1] == 2:
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)

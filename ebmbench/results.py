@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: learning-curve rows (train_step set) and counted training FLOPs (train_flops)
 COLUMNS = [
     "schema_version", "run_id", "suite", "dataset", "dataset_hash", "family", "method", "sampler", "seed",
     "metric", "value", "stderr", "metric_status", "reason", "run_status", "n_samples", "nfe", "grad_evals",
-    "flops_per_sample", "wall_s_per_sample", "batch_size", "threads", "train_steps", "train_wall_s",
+    "flops_per_sample", "wall_s_per_sample", "batch_size", "threads", "train_steps", "train_wall_s", "train_step",
+    "train_flops",
     "config_hash", "git_commit", "git_dirty", "versions", "device", "created_at", "meta",
 ]
 METRIC_STATUSES = ("ok", "not_applicable", "failed")
@@ -41,6 +42,9 @@ class MetricValue:
     cost: dict[str, Any] | None = None  # protocol.Cost.to_dict() of the samples measured
     n_samples: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    train_step: int | None = None  # set on learning-curve rows: the step the model was evaluated at
+    train_wall_s: float | None = None  # learning-curve rows: training wall clock up to train_step
+    train_flops: float | None = None  # learning-curve rows: counted training FLOPs up to train_step
 
     def __post_init__(self) -> None:
         if self.status not in METRIC_STATUSES:
@@ -56,6 +60,11 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str:
+    """The checked-out commit of the package's repository ('unknown' outside one)."""
+    return _git("rev-parse", "HEAD") or "unknown"
 
 
 def package_versions() -> dict[str, str]:
@@ -91,7 +100,7 @@ def code_version(commit: str) -> str:
 
 def provenance(device: str) -> dict[str, Any]:
     """Git commit (and whether tracked files differ), the exact code version, package versions and the device."""
-    commit = _git("rev-parse", "HEAD") or "unknown"
+    commit = git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": commit,
@@ -114,8 +123,10 @@ def make_rows(run: dict[str, Any], values: list[MetricValue]) -> list[dict[str, 
             "nfe": cost.get("nfe"), "grad_evals": cost.get("grad_evals"),
             "flops_per_sample": cost.get("flops_per_sample"), "wall_s_per_sample": cost.get("wall_s_per_sample"),
             "batch_size": cost.get("batch_size"), "threads": cost.get("threads", run.get("threads")),
-            "created_at": created, "meta": v.meta,
+            "created_at": created, "meta": v.meta, "train_step": v.train_step,
         }
+        if v.train_step is not None:  # a learning-curve point: training compute up to that step
+            row.update(train_wall_s=v.train_wall_s, train_flops=v.train_flops)
         missing = set(COLUMNS) - set(row)
         if missing:
             raise ValueError(f"result row lacks columns {sorted(missing)}")
@@ -186,8 +197,9 @@ def current_run_ids(suite_dir: Path | str) -> set[str] | None:
     return set(json.loads(path.read_text())["run_ids"]) if path.exists() else None
 
 
-def load_results(suite_dir: Path | str):  # -> pandas.DataFrame
-    """Every row of the suite's runs (``runs/*/result.json``) as one DataFrame.
+def load_results(suite_dir: Path | str, curves: bool = False):  # -> pandas.DataFrame
+    """Every final row of the suite's runs (``runs/*/result.json``) as one DataFrame; with ``curves=True``
+    the learning-curve rows instead (``train_step`` set), which never mix into the final tables.
 
     When the suite folder has a manifest, runs left over from an earlier definition of
     the suite (another config hash) are not part of it and are left out.
@@ -197,16 +209,20 @@ def load_results(suite_dir: Path | str):  # -> pandas.DataFrame
     rows, wanted = [], current_run_ids(suite_dir)
     for path in sorted(Path(suite_dir).glob("runs/*/result.json")):
         if wanted is None or path.parent.name in wanted:
-            rows.extend(json.loads(path.read_text())["rows"])
+            rows.extend(r for r in json.loads(path.read_text())["rows"]
+                        if (r.get("train_step") is not None) == curves)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample"):
+    for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample", "train_step",
+                "train_flops", "train_wall_s"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
 
 
 def aggregate(suite_dir: Path | str) -> Path:
-    """Write ``results.parquet`` for a suite (meta and versions as JSON strings)."""
-    frame = load_results(suite_dir)
+    """Write ``results.parquet`` for a suite (meta and versions as JSON strings): final rows, then curve rows."""
+    import pandas as pd
+
+    frame = pd.concat([load_results(suite_dir), load_results(suite_dir, curves=True)], ignore_index=True)
     flat = frame.copy()
     for col in ("meta", "versions"):
         flat[col] = flat[col].map(lambda v: json.dumps(v, sort_keys=True, default=str))

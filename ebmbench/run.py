@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -9,17 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ebmbench import config as config_mod
 from ebmbench.builtins import METHODS, load_dataset
 from ebmbench.config import RunConfig
 from ebmbench.data.base import Dataset
+from ebmbench.data.convert import to_uint8
 from ebmbench.methods.base import MethodSpec
 from ebmbench.metrics.cost import sample_with_cost
 from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS, Metric, NotApplicable
 from ebmbench.protocol import GenerativeModel, Samples
-from ebmbench.results import MetricValue, atomic_torch_save, atomic_write_json, make_rows, provenance
-from ebmbench.training import TrainResult, load_weights, train
+from ebmbench.results import (
+    SCHEMA_VERSION,
+    MetricValue,
+    atomic_torch_save,
+    atomic_write_json,
+    make_rows,
+    provenance,
+)
+from ebmbench.training import CURVE_POINTS, TrainResult, load_weights, train
 
 RESULT = "result.json"
 
@@ -65,9 +75,9 @@ def start(namespace_or_params: dict[str, Any]) -> Run:
 
 
 def fit(run: Run, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
-    """Train (resuming from the run's checkpoint), then load the weights that are evaluated."""
+    """Train (resuming from the run's checkpoint) with learning-curve points, then load the evaluated weights."""
     run.trained, run.ema = train(run.model, run.spec, run.cfg, run.dataset.train, run.run_dir,
-                                 stop_after=stop_after, progress=progress)
+                                 stop_after=stop_after, progress=progress, curve_fn=curve_fn(run))
     if run.cfg.eval_weights == "ema":
         load_weights(run.model, run.ema)
     run.model.eval()
@@ -89,6 +99,85 @@ def sampler_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
     names = [name for name, _ in plan]
     return [(name if names.count(name) == 1 else f"{name}@{budget.get('steps')}", name, budget)
             for name, budget in plan]
+
+
+def _names(csv: str) -> list[str]:
+    return [s.strip() for s in csv.split(",") if s.strip()]
+
+
+def curve_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
+    """The evaluation samplers drawn at learning-curve points (``curve_samplers``; empty: all of them)."""
+    plan, wanted = sampler_plan(run), _names(run.cfg.curve_samplers)
+    if not wanted:
+        return plan
+    known = sorted({label for label, _, _ in plan} | {name for _, name, _ in plan})
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise config_mod.ConfigError(f"parameter 'curve_samplers': {unknown} not evaluated by this run; "
+                                     f"choose from {known}")
+    return [(label, name, budget) for label, name, budget in plan if label in wanted or name in wanted]
+
+
+def curve_point(run: Run, model: GenerativeModel, step: int) -> list[dict[str, Any]]:
+    """The cheap sample metrics (``curve_metrics``) of each curve sampler's samples at one training step.
+
+    Every point draws with the same seed (common random numbers across steps); a metric that does not
+    apply to the dataset (reverse KL on images) is left out, one that breaks is a failed record.
+    """
+    cfg, records = run.cfg, []
+    metrics = [SAMPLE_METRICS.get(m) for m in _names(cfg.curve_metrics)]
+    n = cfg.curve_n or cfg.n_eval_samples
+    for label, name, budget in curve_plan(run):
+        generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 2)
+        base = {"sampler": label}
+        try:
+            samples = model.sample(n, generator=generator, sampler=name, batch_size=cfg.eval_batch_size or None,
+                                   **budget)
+        except (FloatingPointError, ValueError, RuntimeError) as err:
+            records += [{**base, "metric": m.name, "status": "failed", "reason": f"sampler {label!r} failed: {err}"}
+                        for m in metrics]
+            continue
+        base["nfe"] = samples.cost.nfe
+        x = samples.x.detach().float().cpu()
+        for metric in metrics:
+            t0 = time.perf_counter()
+            status, out = measure(metric, x, run.dataset, cfg=cfg)
+            if status == "not_applicable":
+                continue
+            if status == "failed":
+                records.append({**base, "metric": metric.name, "status": status, "reason": out})
+                continue
+            value, stderr, meta = out
+            meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, type(None)))}
+            records.append({**base, "metric": metric.name, "status": "ok", "value": value, "stderr": stderr,
+                            "n": meta.get("n", n), "meta": {**meta, "eval_s": round(time.perf_counter() - t0, 3)}})
+    return records
+
+
+def curve_fn(run: Run):  # -> training.CurveFn | None
+    """The run's learning-curve callback, or None when ``curve_points`` is 0."""
+    if run.cfg.curve_points == 0:
+        return None
+    return lambda model, step: curve_point(run, model, step)
+
+
+def curve_values(run: Run) -> list[MetricValue]:
+    """The run's learning-curve points (curve_points.jsonl) as rows with ``train_step`` set."""
+    path = run.run_dir / CURVE_POINTS
+    if not path.exists():
+        return []
+    values = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        common = {"sampler": rec["sampler"], "train_step": rec["step"], "train_wall_s": rec["train_wall_s"],
+                  "train_flops": rec["train_flops"], "cost": {"nfe": rec.get("nfe")}}
+        if rec["status"] == "ok":
+            values.append(MetricValue(rec["metric"], rec["value"], rec["stderr"], n_samples=rec.get("n"),
+                                      meta={**rec["meta"], "curve_point": True}, **common))
+        else:
+            values.append(MetricValue(rec["metric"], None, status=rec["status"], reason=rec["reason"],
+                                      meta={"curve_point": True}, **common))
+    return values
 
 
 def draw_samples(run: Run) -> dict[str, Samples]:
@@ -163,6 +252,7 @@ def run_fields(cfg: RunConfig, dataset_hash: str, run_status: str, trained: Trai
         "run_id": cfg.run_id, "suite": cfg.suite, "dataset": cfg.dataset, "dataset_hash": dataset_hash,
         "family": family, "method": cfg.method, "seed": cfg.seed, "run_status": run_status,
         "train_steps": trained.steps if trained else 0, "train_wall_s": trained.wall_s if trained else None,
+        "train_flops": trained.flops if trained else None,
         "threads": cfg.threads, "config_hash": cfg.config_hash, **provenance(cfg.device),
     }
 
@@ -179,9 +269,17 @@ def finish(run: Run) -> dict[str, Any]:
                else f"raw weights at step {run.trained.steps}") if run.trained else "none"
     for v in values:
         v.meta["weights"] = weights
+    if run.trained is not None:
+        for v in values:
+            v.meta.update(train_flops_per_step=run.trained.flops_per_step, resumed_from_step=run.trained.resumed_from)
+            if run.trained.moved_aside:
+                v.meta["moved_aside"] = run.trained.moved_aside
+    curve = curve_values(run)
+    for v in curve:
+        v.meta["weights"] = "EMA" if run.cfg.eval_weights == "ema" else "raw"
     fields = run_fields(run.cfg, run.dataset.content_hash, run.status, run.trained, run.spec.family)
-    record = {"schema_version": 1, "run_id": run.cfg.run_id, "run_status": run.status,
-              "rows": make_rows(fields, values), "weights": weights}
+    record = {"schema_version": SCHEMA_VERSION, "run_id": run.cfg.run_id, "run_status": run.status,
+              "rows": make_rows(fields, values + curve), "weights": weights}
     atomic_write_json(run.run_dir / RESULT, record)
     return record
 
@@ -199,10 +297,20 @@ def log_density_grid(model: GenerativeModel, n: int = 100) -> torch.Tensor | Non
     return values.detach().float().cpu().view(n, n)
 
 
-def save_artifacts(run: Run, keep: int = 256) -> None:
-    """samples.pt (the first samples of each sampler) and, for 2D densities, landscape.pt, for the report."""
+def kept_samples(x: Tensor, dataset: Dataset) -> Tensor:
+    """Samples as kept on disk: uint8 bytes for images (``to_uint8``, what FID sees), float32 otherwise."""
+    x = x.detach().cpu()
+    if x.dim() == 4 and not torch.isnan(x).any():  # NaN images have no byte: they are kept as float32
+        return to_uint8(x, dataset)
+    return x.float()
+
+
+def save_artifacts(run: Run) -> None:
+    """samples.pt (every evaluation sample of each sampler: any sample metric can be recomputed from disk)
+    and, for 2D densities, landscape.pt, for the report."""
     if run.samples:
-        atomic_torch_save(run.run_dir / "samples.pt", {k: s.x[:keep].detach().cpu() for k, s in run.samples.items()})
+        atomic_torch_save(run.run_dir / "samples.pt",
+                          {k: kept_samples(s.x[: run.cfg.n_eval_samples], run.dataset) for k, s in run.samples.items()})
     if run.status == "ok":
         grid = log_density_grid(run.model)
         if grid is not None:
@@ -214,7 +322,7 @@ def failed_record(params: dict[str, Any], run_dir: Path, error: str, family: str
     cfg = config_mod.resolve(params)
     fields = run_fields(cfg, "", "failed", None, family or METHODS.get(cfg.method).family)
     value = MetricValue("run", None, status="failed", reason=error)
-    record = {"schema_version": 1, "run_id": cfg.run_id, "run_status": "failed",
+    record = {"schema_version": SCHEMA_VERSION, "run_id": cfg.run_id, "run_status": "failed",
               "rows": make_rows(fields, [value])}
     atomic_write_json(run_dir / RESULT, record)
     return record

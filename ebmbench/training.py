@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ebmbench.config import RunConfig
 from ebmbench.methods.base import MethodSpec, training_step
 from ebmbench.protocol import GenerativeModel
-from ebmbench.results import atomic_torch_save, atomic_write_text
+from ebmbench.results import atomic_torch_save, atomic_write_text, code_version, git_commit
 
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.jsonl"
+CURVE_POINTS = "curve_points.jsonl"
 SNAPSHOTS = "snapshots.pt"
+RUN_STATE = (CHECKPOINT, CURVES, CURVE_POINTS, SNAPSHOTS)  # files that belong to one training state
+# (model, step) -> curve records of the cheap sample metrics at that step; must not touch the training state
+CurveFn = Callable[[GenerativeModel, int], list[dict[str, Any]]]
 
 
 @dataclass
@@ -30,6 +39,14 @@ class TrainResult:
     steps: int
     wall_s: float
     reason: str = ""
+    flops_per_step: float | None = None  # counted matmul/conv FLOPs of one training step (torch.utils.flop_counter)
+    resumed_from: int = 0  # the checkpoint step training resumed from (0: a fresh start)
+    moved_aside: str = ""  # a stale or unreadable checkpoint that was moved aside, and why
+
+    @property
+    def flops(self) -> float | None:
+        """Counted training FLOPs of the steps done."""
+        return None if self.flops_per_step is None else self.flops_per_step * self.steps
 
 
 def ema_update(ema: dict[str, Tensor], model: GenerativeModel, decay: float) -> None:
@@ -61,12 +78,99 @@ def divergence(diag: dict[str, float], cfg: RunConfig) -> str:
     return ""
 
 
-def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wall_s: float) -> None:
+def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wall_s: float,
+                    key: dict[str, str]) -> None:
+    """The resume point, stamped with ``key`` (config hash and code version) so it is resumed only by its run."""
     atomic_torch_save(path, {
         "step": step, "model": model.state_dict(), "ema": ema,
         "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s,
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s, **key,
     })
+
+
+def state_key(cfg: RunConfig) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the run's config hash and the code version."""
+    return {"config_hash": cfg.config_hash, "code_version": code_version(git_commit())}
+
+
+def move_aside(run_dir: Path, why: str) -> str:
+    """Rename every training-state file to ``<name>.stale-<UTC time>``: kept for a person, never resumed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    moved = []
+    for name in RUN_STATE:
+        path = run_dir / name
+        if path.exists():
+            path.rename(run_dir / f"{name}.stale-{stamp}")
+            moved.append(name)
+    msg = f"moved aside {', '.join(moved)} of {run_dir} (suffix .stale-{stamp}): {why}; training starts fresh"
+    print(msg)
+    return msg
+
+
+def load_resumable(run_dir: Path, key: dict[str, str], device: torch.device) -> tuple[dict | None, str]:
+    """The run's checkpoint when it was written by this config and code version; anything else is moved aside."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None, ""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # a truncated or corrupt file: keep it for a person, train afresh
+        return None, move_aside(run_dir, f"{path} could not be read ({type(err).__name__}: {err})")
+    found = {k: ckpt.get(k) for k in key}
+    if found != key:
+        return None, move_aside(run_dir, f"its checkpoint was written by {found}, this run is {key}")
+    return ckpt, ""
+
+
+def step_flops(step_fn, model, make_optimizers, cfg: RunConfig, data: Tensor) -> float | None:
+    """Counted matmul/conv FLOPs of one training step, on a copy of the model (the run's state is untouched)."""
+    twin = copy.deepcopy(model)
+    optimizers = make_optimizers(twin, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
+    generator = torch.Generator(model.device).manual_seed(cfg.seed)
+    rng = torch.get_rng_state()
+
+    def next_batch() -> Tensor:
+        return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=model.device)]
+
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step_fn(twin, next_batch, optimizers, generator, cfg.method_params)
+        return float(counter.get_total_flops())
+    except Exception:  # FLOPs that cannot be counted are None (recorded as missing), never guessed
+        return None
+    finally:
+        torch.set_rng_state(rng)
+
+
+def curve_steps(train_steps: int, points: int) -> list[int]:
+    """``points`` steps at successive doublings, ending at ``train_steps`` (train_steps / 2^k, k < points)."""
+    return sorted({max(1, round(train_steps / 2**k)) for k in range(points)}) if points > 0 else []
+
+
+def record_curve_point(path: Path, curve_fn: CurveFn, model: GenerativeModel, step: int, wall_s: float,
+                       flops: float | None, weights: dict[str, Tensor] | None) -> float:
+    """Evaluate the cheap sample metrics at ``step`` with the evaluated ``weights`` (the EMA; None: the raw
+    weights) and append them; returns the seconds it took.
+
+    The raw weights and the global RNG are restored afterwards and ``curve_fn`` draws from its own
+    generator, so a run with curve points trains exactly like one without.
+    """
+    t0 = time.perf_counter()
+    rng = torch.get_rng_state()
+    raw = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        if weights is not None:
+            load_weights(model, weights)
+        model.eval()
+        records = curve_fn(model, step)
+    finally:
+        load_weights(model, raw)
+        torch.set_rng_state(rng)
+        model.train()
+    with path.open("a") as f:
+        for rec in records:
+            f.write(json.dumps({"step": step, "train_wall_s": wall_s, "train_flops": flops, **rec}) + "\n")
+    return time.perf_counter() - t0
 
 
 def save_snapshot(path: Path, model: GenerativeModel, step: int, n: int = 64, seed: int = 12345) -> None:
@@ -100,11 +204,14 @@ def train(
     *,
     stop_after: int | None = None,
     progress: bool = True,
+    curve_fn: CurveFn | None = None,
 ) -> tuple[TrainResult, dict[str, Tensor]]:
-    """Train ``model`` on ``data`` rows; resumes from ``run_dir/checkpoint.pt`` when present.
+    """Train ``model`` on ``data`` rows; resumes from ``run_dir/checkpoint.pt`` when it was written by this
+    config and code version (a stale or unreadable one is moved aside and training starts fresh).
 
-    ``stop_after`` ends the process-equivalent early (tests simulate a crash with it).
-    Returns how training ended and the EMA weights.
+    ``curve_fn`` is called at ``curve_steps(train_steps, cfg.curve_points)`` (learning-curve points; their
+    time is excluded from the training wall clock). ``stop_after`` ends the process-equivalent early
+    (tests simulate a crash with it). Returns how training ended and the EMA weights.
     """
     device = model.device
     data = data.to(device)
@@ -112,10 +219,13 @@ def train(
     optimizers = make_optimizers(model, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
     ema = {n: p.detach().clone() for n, p in model.named_parameters()}
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    ckpt_path, curves_path = run_dir / CHECKPOINT, run_dir / CURVES
+    ckpt_path, curves_path, points_path = run_dir / CHECKPOINT, run_dir / CURVES, run_dir / CURVE_POINTS
+    key = state_key(cfg)
+    flops = step_flops(step_fn, model, make_optimizers, cfg, data)
+    marks = set(curve_steps(cfg.train_steps, cfg.curve_points)) if curve_fn is not None else set()
     start, wall_before = 0, 0.0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ckpt, moved = load_resumable(run_dir, key, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         for k, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][k])
@@ -124,9 +234,18 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"])
         start, wall_before = ckpt["step"], ckpt["wall_s"]
         truncate_curves(curves_path, start)
-    elif curves_path.exists():
-        curves_path.unlink()
-    t0 = time.perf_counter()
+        truncate_curves(points_path, start)
+    else:
+        for path in (curves_path, points_path, run_dir / SNAPSHOTS):
+            path.unlink(missing_ok=True)
+    t0, eval_s = time.perf_counter(), 0.0
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t0 - eval_s
+
+    def result(status: str, steps: int, reason: str = "") -> TrainResult:
+        return TrainResult(status, steps, wall(), reason, flops, start, moved)
+
     model.train()
     bar = tqdm(range(start, cfg.train_steps), initial=start, total=cfg.train_steps, disable=not progress,
                desc=f"{cfg.method} on {cfg.dataset}")
@@ -138,20 +257,23 @@ def train(
         diag = step_fn(model, next_batch, optimizers, generator, cfg.method_params)
         reason = divergence(diag, cfg)
         if reason:  # nothing after the last good checkpoint is kept
-            return TrainResult("diverged", step, wall_before + time.perf_counter() - t0, reason), ema
+            return result("diverged", step, reason), ema
         ema_update(ema, model, cfg.ema_decay)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.train_steps:
-            record = {"step": done, **diag, "wall_s": wall_before + time.perf_counter() - t0}
+            record = {"step": done, **diag, "wall_s": wall()}
             with curves_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{diag['loss']:.4g}")
         if cfg.snapshot_every and done % cfg.snapshot_every == 0:
             save_snapshot(run_dir / SNAPSHOTS, model, done)
+        if done in marks:
+            eval_s += record_curve_point(points_path, curve_fn, model, done, wall(),
+                                         None if flops is None else flops * done,
+                                         ema if cfg.eval_weights == "ema" else None)
         if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
-            save_checkpoint(ckpt_path, done, model, optimizers, ema, generator,
-                            wall_before + time.perf_counter() - t0)
+            save_checkpoint(ckpt_path, done, model, optimizers, ema, generator, wall(), key)
         if stop_after is not None and done >= stop_after and done < cfg.train_steps:
-            return TrainResult("interrupted", done, wall_before + time.perf_counter() - t0), ema
+            return result("interrupted", done), ema
     model.eval()
-    return TrainResult("ok", cfg.train_steps, wall_before + time.perf_counter() - t0), ema
+    return result("ok", cfg.train_steps), ema
