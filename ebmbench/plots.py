@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ebmbench.curves import floor_of  # noqa: E402
 from ebmbench.run import Run, sampler_plan  # noqa: E402
 
 
@@ -226,7 +227,8 @@ def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Fig
     return fig
 
 
-QUALITY_PREFERENCE = ("fid_inception", "fid_domain", "mmd2")  # headline quality: FID where measured, else MMD^2
+# headline quality: FID where measured, else the 2D reverse KL (the ladder-validated metrics; MMD^2 for old rows)
+QUALITY_PREFERENCE = ("fid_inception", "fid_domain", "reverse_kl", "mmd2")
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -246,13 +248,46 @@ def _headline_points(frame: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, s
     rows = rows[rows.metric == metric].copy()
     rows["nfe_cost"] = [max(m.get("amortized_nfe", n) if isinstance(m, dict) else n, 1)
                         for m, n in zip(rows["meta"], rows["nfe"])]
-    rows["floor"] = pd.to_numeric([m.get("floor") if isinstance(m, dict) else None for m in rows["meta"]],
-                                  errors="coerce")
+    rows["floor"] = [floor_of(m) for m in rows["meta"]]
     points = rows.groupby(["family", "method", "sampler"], as_index=False).agg(
         value=("value", "mean"), nfe_cost=("nfe_cost", "mean"), flops=("flops_per_sample", "mean"),
         floor=("floor", "mean"))
     points["setting"] = points["method"] + " / " + points["sampler"]
     return points, metric
+
+
+def quality_vs_training_compute(table: pd.DataFrame, budgets: pd.DataFrame | None = None) -> plt.Figure | None:
+    """Learning curves: each dataset's headline metric against counted training FLOPs, one line per
+    method / sampler (band: +-1 standard error over seeds and samples), the floor dashed, budgets marked."""
+    if table.empty:
+        return None
+    datasets = sorted(table.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 4.0), squeeze=False)
+    methods = sorted(table.method.unique())
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors))
+    for ax, ds in zip(axes[0], datasets):
+        d = table[table.dataset == ds]
+        for (method, sampler), c in d.groupby(["method", "sampler"]):
+            c = c.sort_values("train_step")
+            style = "-" if sampler == d[d.method == method].sampler.iloc[0] else "--"
+            x = c.train_flops if c.train_flops.notna().all() else c.train_step
+            ax.plot(x, c.value, style, marker="o", ms=3, c=colours[method], label=f"{method} / {sampler}")
+            ax.fill_between(x, c.value - c.se, c.value + c.se, color=colours[method], alpha=0.15, lw=0)
+            if budgets is not None:
+                b = budgets[(budgets.dataset == ds) & (budgets.method == method) & (budgets.sampler == sampler)]
+                for _, row in b.iterrows():
+                    at = c[c.train_step == row.budget_steps]
+                    ax.plot(x[at.index], at.value, "*", ms=12, c=colours[method], mec="k")
+        if d.floor.notna().any():
+            ax.axhline(d.floor.mean(), ls=":", c="gray", lw=1, label="floor (exact samples / real data)")
+        ax.set_xscale("log")
+        ax.set_yscale("log" if (d.value > 0).all() else "linear")
+        ax.set_xlabel("counted training FLOPs" if d.train_flops.notna().all() else "training steps")
+        ax.set_ylabel(f"{d.metric.iloc[0]} (lower is better)")
+        ax.set_title(ds, fontsize=10)
+        ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return fig
 
 
 def quality_vs_cost(frame: pd.DataFrame, path: Path | None = None) -> plt.Figure:

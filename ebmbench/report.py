@@ -8,12 +8,16 @@ import numpy as np
 import pandas as pd
 
 from ebmbench import plots
+from ebmbench.curves import budgets, curve_table, floor_of
 from ebmbench.results import atomic_write_text, load_results
 from ebmbench.suites import KERNEL_ARGS, NOTEBOOKS_DIR
 
-SAMPLE_METRICS = ("mmd2", "energy_distance", "mode_coverage", "off_support_fraction", "true_nll_of_samples",
-                  "fid_domain", "kid_domain", "is_domain", "precision_domain", "recall_domain", "nn_copy_fraction")
-LOWER_IS_BETTER = {"mmd2": True, "energy_distance": True, "fid": True, "kid": True}
+SAMPLE_METRICS = ("reverse_kl", "mode_tv", "mmd2_multiscale", "mmd2", "energy_distance", "mode_coverage",
+                  "off_support_fraction", "true_nll_of_samples", "fid_domain", "kid_domain", "is_domain",
+                  "precision_domain", "recall_domain", "nn_copy_fraction")
+MODEL_KL_METRICS = ("forward_kl", "kl_quadrature")
+LOWER_IS_BETTER = {"mmd2": True, "energy_distance": True, "fid": True, "kid": True, "reverse_kl": True,
+                   "mode_tv": True, "mmd2_multiscale": True}
 
 
 def seed_interval(values: np.ndarray, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, str]:
@@ -49,8 +53,7 @@ def metric_table(frame: pd.DataFrame, metrics: tuple[str, ...] = SAMPLE_METRICS)
     """Per dataset x method x sampler x metric: mean over seeds, its interval, the floor, cost,
     and beside each cell the number of diverged and failed seeds of that dataset x method."""
     ok = frame[(frame.metric_status == "ok") & frame.metric.isin(metrics)].copy()
-    ok["floor"] = pd.to_numeric([m.get("floor") if isinstance(m, dict) else None for m in ok["meta"]],
-                                errors="coerce")
+    ok["floor"] = [floor_of(m) for m in ok["meta"]]
     rows = []
     for key, g in ok.groupby(["dataset", "method", "sampler", "metric"], dropna=False):
         lo, hi, kind = seed_interval(g["value"].to_numpy(dtype=float))
@@ -86,6 +89,20 @@ EXACT_REFERENCES = ("nll_heldout", "nll_exact")  # quadrature (2D energies), cha
 ESTIMATORS = ("nll_ais_forward", "nll_ais_reverse", "nll_pf_ode", "nll_elbo")
 
 
+def estimator_cost(meta: dict) -> tuple[float | None, str | None]:
+    """(cost, its unit) of a likelihood estimator from whichever key it wrote: ELBO and PF-ODE per test point,
+    AIS per chain, else a generic ``nfe``."""
+    if meta.get("nfe_per_point") is not None:
+        return meta["nfe_per_point"], "network evaluations per test point"
+    if meta.get("nfe_per_solve") is not None:
+        return meta["nfe_per_solve"], "network evaluations per ODE solve (a batch of test points)"
+    if meta.get("nfe_per_chain") is not None:
+        return meta["nfe_per_chain"], f"per AIS chain ({meta.get('nfe_unit', 'one energy evaluation')} each)"
+    if meta.get("nfe") is not None:
+        return meta["nfe"], "nfe"
+    return None, None
+
+
 def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
     """Every likelihood estimate of a run beside that run's exact value, with its error and cost."""
     ok = frame[frame.metric_status == "ok"]
@@ -96,11 +113,27 @@ def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
         truth = ref.iloc[0]
         for _, est in ok[(ok.run_id == run_id) & ok.metric.isin(ESTIMATORS)].iterrows():
             meta = est.meta if isinstance(est.meta, dict) else {}
+            nfe, unit = estimator_cost(meta)
             rows.append({"dataset": est.dataset, "method": est.method, "seed": est.seed, "estimator": est.metric,
                          "kind": meta.get("likelihood_kind"), "estimate": est.value, "stderr": est.stderr,
                          "exact": truth.value, "exact_by": truth.metric, "error": est.value - truth.value,
-                         "nfe": meta.get("nfe", meta.get("cost_per_chain")), "wall_s": meta.get("wall_s")})
+                         "nfe": nfe, "nfe_unit": unit, "wall_s": meta.get("wall_s")})
     return pd.DataFrame(rows)
+
+
+def ladder_table() -> pd.DataFrame:
+    """Each sample metric's standing on the ladder of sample sets of known order (tests/test_ladder.py)."""
+    from ebmbench.builtins import SAMPLE_METRICS as registry
+
+    rows = [{"metric": name, "headline": getattr(m, "headline", False), "ladder": getattr(m, "ladder", "untested"),
+             "cite": m.cite} for name, m in ((n, registry.get(n)) for n in registry.names())]
+    return pd.DataFrame(rows).sort_values(["headline", "ladder", "metric"], ascending=[False, False, True])
+
+
+def learning_curves(suite_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The suite's learning-curve table (headline metric per step, over seeds) and the budgets it implies."""
+    table = curve_table(load_results(suite_dir, curves=True))
+    return table, (budgets(table) if len(table) else pd.DataFrame())
 
 
 def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
@@ -145,6 +178,7 @@ def figures(suite_dir: Path | str) -> dict[str, Path]:
         "sample_grids": plots.suite_sample_grids(suite_dir, frame),
         "training_curves": plots.suite_training_curves(suite_dir, frame),
         "landscapes": plots.suite_landscapes(suite_dir, frame),
+        "learning_curves": plots.quality_vs_training_compute(*learning_curves(suite_dir)),
     }
     paths = {}
     for name, fig in made.items():

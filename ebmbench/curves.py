@@ -1,0 +1,84 @@
+"""Learning curves from the tidy rows: quality against training compute, and budgets where a curve flattens.
+
+A run records its cheap sample metrics at every doubling of the training steps (rows with ``train_step``).
+A family's budget is the first step whose doubling gains less than max(5 %, 2 standard errors) of the
+headline metric's excess over its floor (issue 11): past it, more training buys less than the noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+CURVE_HEADLINES = ("reverse_kl", "fid_domain")  # the first a dataset has is its curve's headline metric
+REL_GAIN, N_SE = 0.05, 2.0  # a doubling must gain more than max(REL_GAIN * excess, N_SE * SE of the gain)
+
+
+def headline_metric(frame: pd.DataFrame, dataset: str) -> str | None:
+    """The dataset's curve headline: reverse KL on 2D densities, FID on domain features for images."""
+    have = set(frame.loc[(frame.dataset == dataset) & (frame.metric_status == "ok"), "metric"])
+    return next((m for m in CURVE_HEADLINES if m in have), None)
+
+
+def floor_of(meta: object) -> float:
+    """A row's floor from its meta: a number, or a dict with its mean over seeds; NaN when absent."""
+    floor = meta.get("floor") if isinstance(meta, dict) else None
+    if isinstance(floor, dict):  # a floor given with its spread over seeds
+        floor = floor.get("mean")
+    return float(floor) if isinstance(floor, (int, float)) else math.nan
+
+
+def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x method x sampler x train_step, the headline metric over seeds: mean, standard error
+    (the metric's own, combined with the spread over seeds when there are several), floor and excess over it,
+    and the training compute (FLOPs, wall clock) to that step."""
+    rows = []
+    ok = curves[curves.metric_status == "ok"]
+    for dataset in sorted(ok.dataset.unique()):
+        metric = headline_metric(ok, dataset)
+        if metric is None:
+            continue
+        d = ok[(ok.dataset == dataset) & (ok.metric == metric)]
+        for (method, sampler, step), g in d.groupby(["method", "sampler", "train_step"]):
+            values = g.value.to_numpy(float)
+            own = np.nanmean(g.stderr.to_numpy(float) ** 2) / len(values) if g.stderr.notna().any() else 0.0
+            seeds = np.var(values, ddof=1) / len(values) if len(values) > 1 else 0.0
+            floor = float(np.nanmean([floor_of(m) for m in g.meta])) if len(g) else math.nan
+            rows.append({"dataset": dataset, "family": g.family.iloc[0], "method": method, "sampler": sampler,
+                         "metric": metric, "train_step": int(step), "value": float(values.mean()),
+                         "se": math.sqrt(own + seeds), "floor": floor, "excess": float(values.mean()) - floor,
+                         "seeds": len(values), "train_flops": g.train_flops.mean(),
+                         "train_wall_s": g.train_wall_s.mean(), "threads": g.threads.iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def flattening_step(steps: list[int], excess: list[float], se: list[float], rel: float = REL_GAIN,
+                    n_se: float = N_SE) -> tuple[int, bool]:
+    """The first step s whose doubling (to the next curve point) gains less than max(rel * excess(s),
+    n_se * SE of the gain); (last step, False) when every doubling still gains."""
+    for i in range(len(steps) - 1):
+        gain = excess[i] - excess[i + 1]
+        noise = n_se * math.sqrt(se[i] ** 2 + se[i + 1] ** 2)
+        if gain < max(rel * abs(excess[i]), noise):
+            return steps[i], True
+    return steps[-1], False
+
+
+def budgets(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x method: the budget from the curve of its best sampler (lowest final value), the curve's
+    value there and at the end, and whether the curve flattened within the steps trained."""
+    rows = []
+    for (dataset, method), g in table.groupby(["dataset", "method"]):
+        last = g[g.train_step == g.train_step.max()]
+        best = last.sort_values("value").sampler.iloc[0]
+        c = g[g.sampler == best].sort_values("train_step")
+        step, flat = flattening_step(c.train_step.tolist(), c.excess.tolist(), c.se.tolist())
+        at = c[c.train_step == step].iloc[0]
+        rows.append({"dataset": dataset, "family": at.family, "method": method, "sampler": best,
+                     "metric": at.metric, "budget_steps": step, "flattened": flat, "value_at_budget": at.value,
+                     "se_at_budget": at.se, "floor": at.floor, "value_at_end": c.value.iloc[-1],
+                     "steps_trained": int(c.train_step.max()), "train_flops_at_budget": at.train_flops,
+                     "train_wall_s_at_budget": at.train_wall_s})
+    return pd.DataFrame(rows)
