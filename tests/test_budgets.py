@@ -1,0 +1,64 @@
+"""Budgets where learning curves flatten (ebmbench.curves) and the report's curve figure, on hand-built rows."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from ebmbench import curves, plots
+
+matplotlib.use("Agg")
+
+
+def test_flattening_step_relative_rule():
+    steps = [100, 200, 400, 800, 1600]
+    excess = [4.0, 2.0, 1.0, 0.97, 0.96]  # 50 %, 50 %, then 3 % < 5 %: flattened at 400
+    assert curves.flattening_step(steps, excess, [0.0] * 5) == (400, True)
+
+
+def test_flattening_step_noise_rule_and_still_improving():
+    steps = [100, 200, 400]
+    excess = [1.0, 0.8, 0.6]
+    assert curves.flattening_step(steps, excess, [0.01] * 3) == (400, False)  # every doubling gains 20 %
+    # the same gains inside 2 standard errors of the gain (2 * sqrt(0.1^2 + 0.1^2) = 0.28 > 0.2): flat at once
+    assert curves.flattening_step(steps, excess, [0.1] * 3) == (100, True)
+
+
+def _rows(method: str, values: list[float], seed: int = 0, stderr: float = 0.01) -> list[dict]:
+    return [{"dataset": "eight_gaussians", "family": "diffusion", "method": method, "sampler": "ddim", "seed": seed,
+             "metric": "reverse_kl", "metric_status": "ok", "value": v, "stderr": stderr,
+             "meta": {"floor": 0.05, "floor_sd": 0.02}, "train_step": 2**i * 100, "train_flops": 2**i * 1e9,
+             "train_wall_s": 2**i * 0.5, "threads": 1} for i, v in enumerate(values)]
+
+
+def test_curve_table_and_budgets_from_rows():
+    frame = pd.DataFrame(_rows("ddpm", [2.05, 1.05, 0.55, 0.54, 0.53]) + _rows("ddpm", [2.05, 1.05, 0.55, 0.56, 0.53],
+                                                                                   seed=1))
+    table = curves.curve_table(frame)
+    first = table[table.train_step == 100].iloc[0]
+    assert first.value == pytest.approx(2.05) and first.floor == pytest.approx(0.05)
+    assert first.excess == pytest.approx(2.0) and first.seeds == 2
+    assert first.se == pytest.approx(math.sqrt(0.01**2 / 2))  # the metric's own error; the seeds agree here
+    b = curves.budgets(table).iloc[0]
+    assert b.budget_steps == 400 and bool(b.flattened) and b.train_flops_at_budget == pytest.approx(4e9)
+    assert b.value_at_end == pytest.approx(0.53) and b.steps_trained == 1600
+
+
+def test_headline_metric_prefers_reverse_kl_then_fid():
+    frame = pd.DataFrame([{"dataset": "d", "metric": m, "metric_status": "ok"} for m in ("mode_tv", "fid_domain")])
+    assert curves.headline_metric(frame, "d") == "fid_domain"
+    assert curves.headline_metric(frame, "other") is None
+
+
+def test_learning_curve_figure_marks_budgets():
+    frame = pd.DataFrame(_rows("ddpm", [2.05, 1.05, 0.55, 0.54]) + _rows("ncsn", [3.0, 2.0, 1.5, 1.4]))
+    table = curves.curve_table(frame)
+    fig = plots.quality_vs_training_compute(table, curves.budgets(table))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "FLOPs" in ax.get_xlabel()
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert len(stars) == 2  # one budget per method
+    assert plots.quality_vs_training_compute(table.iloc[0:0]) is None
