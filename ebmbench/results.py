@@ -222,7 +222,8 @@ def aggregate(suite_dir: Path | str) -> Path:
     """Write ``results.parquet`` for a suite (meta and versions as JSON strings): final rows, then curve rows."""
     import pandas as pd
 
-    frame = pd.concat([load_results(suite_dir), load_results(suite_dir, curves=True)], ignore_index=True)
+    parts = [f for f in (load_results(suite_dir), load_results(suite_dir, curves=True)) if len(f)]
+    frame = pd.concat(parts, ignore_index=True) if parts else load_results(suite_dir)
     flat = frame.copy()
     for col in ("meta", "versions"):
         flat[col] = flat[col].map(lambda v: json.dumps(v, sort_keys=True, default=str))
