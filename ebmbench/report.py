@@ -15,7 +15,7 @@ from ebmbench.suites import KERNEL_ARGS, NOTEBOOKS_DIR
 SAMPLE_METRICS = ("reverse_kl", "mode_tv", "mmd2_multiscale", "mmd2", "energy_distance", "mode_coverage",
                   "off_support_fraction", "true_nll_of_samples", "fid_domain", "kid_domain", "is_domain",
                   "precision_domain", "recall_domain", "nn_copy_fraction")
-MODEL_KL_METRICS = ("forward_kl", "kl_quadrature")
+MODEL_KL = ("kl_model_data", "kl_data_model")  # the model's own normalized density against the truth, by quadrature
 LOWER_IS_BETTER = {"mmd2": True, "energy_distance": True, "fid": True, "kid": True, "reverse_kl": True,
                    "mode_tv": True, "mmd2_multiscale": True}
 
@@ -119,6 +119,23 @@ def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
                          "exact": truth.value, "exact_by": truth.metric, "error": est.value - truth.value,
                          "nfe": nfe, "nfe_unit": unit, "wall_s": meta.get("wall_s")})
     return pd.DataFrame(rows)
+
+
+def energy_vs_sampler(frame: pd.DataFrame) -> pd.DataFrame:
+    """2D models with a density: KL(q_theta||p) of the density itself (quadrature) beside the reverse KL of each
+    sampler's samples, seed means. A good density with a poor sampler shows as a small first column and a large
+    second one (slow MCMC mixing); the difference is what the sampler loses."""
+    ok = frame[frame.metric_status == "ok"]
+    model = ok[ok.metric.isin(MODEL_KL)].pivot_table(index=["dataset", "method"], columns="metric", values="value",
+                                                     aggfunc="mean")
+    if model.empty:
+        return pd.DataFrame()
+    sample = ok[ok.metric == "reverse_kl"].groupby(["dataset", "method", "sampler"]).agg(
+        sample_reverse_kl=("value", "mean"), seeds=("seed", "nunique")).reset_index()
+    out = sample.merge(model.reset_index(), on=["dataset", "method"], how="inner")
+    if "kl_model_data" in out:
+        out["sampler_loss"] = out.sample_reverse_kl - out.kl_model_data
+    return out
 
 
 def ladder_table() -> pd.DataFrame:
