@@ -196,9 +196,9 @@ rep = nb([
     new_code_cell("Image(filename=str(figures[\"learning_curves\"])) if \"learning_curves\" in figures else None"),
     new_code_cell("curve_table, budget_table = report.learning_curves(suite_dir)\nbudget_table.round(4)"),
     new_markdown_cell("## 2D: the model's density against its samplers\n\n"
-                      "`kl_model_data` is KL(q_theta||p) of the model's own normalized density (quadrature on the box); "
-                      "`sample_reverse_kl` is the reverse KL of a sampler's samples (k-NN entropy). A small first "
-                      "and a large second number is a good energy with a poor sampler (slow MCMC mixing)."),
+                      "`kl_model_data` is KL(q_theta||p) of the model's own normalized density (quadrature on "
+                      "the box); `sample_reverse_kl` is the reverse KL of a sampler's samples (k-NN entropy). "
+                      "A small first and a large second number: a good energy, a poor sampler."),
     new_code_cell("report.energy_vs_sampler(frame).round(4)"),
     new_markdown_cell("## Which metrics rank known degradations in order (the ladder)"),
     new_code_cell("report.ladder_table()"),
