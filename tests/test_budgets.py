@@ -19,6 +19,14 @@ def test_flattening_step_relative_rule():
     assert curves.flattening_step(steps, excess, [0.0] * 5) == (400, True)
 
 
+def test_flattening_step_waits_for_the_curve_to_stay_flat():
+    steps = [100, 200, 400, 800, 1600]
+    excess = [1.0, 0.98, 0.5, 0.49, 0.485]  # a plateau at 100 -> 200, then a real gain: flat only from 400
+    assert curves.flattening_step(steps, excess, [0.0] * 5) == (400, True)
+    worse = [1.0, 0.5, 0.6, 0.7, 0.8]  # gets worse after 200 (an EBM whose chains stop mixing): budget 200
+    assert curves.flattening_step(steps, worse, [0.0] * 5) == (200, True)
+
+
 def test_flattening_step_noise_rule_and_still_improving():
     steps = [100, 200, 400]
     excess = [1.0, 0.8, 0.6]
