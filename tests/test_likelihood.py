@@ -185,7 +185,8 @@ def test_ais_on_a_flow_recovers_log_z_zero() -> None:
 def test_ais_rows_say_which_way_the_nll_errs() -> None:
     noise = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     x = torch.tensor(MEANS[1], dtype=torch.float32) + 0.3 * noise
-    dataset = Dataset("mix", x, x, x, BOX, "continuous")
+    density = GaussianDensity(torch.tensor(MEANS[1]), 0.09 * torch.eye(2))
+    dataset = Dataset("mix", x, x, x, BOX, "continuous", density=density)
     params = ais.AISParams(n_steps=30, runs=4, chains=8, step_size=0.3, start_steps=20)
     model = mixture_ebm()
     low, _, low_meta = ais.nll_row(model, dataset, "forward", params)
@@ -196,6 +197,10 @@ def test_ais_rows_say_which_way_the_nll_errs() -> None:
         mean_energy = float(model.energy(x).double().mean())
     assert low == pytest.approx(mean_energy + low_meta["log_z"], abs=1e-6)
     assert high == pytest.approx(mean_energy + high_meta["log_z"], abs=1e-6)
+    h_points = -float(density.log_prob(x).mean())
+    for nll, meta in ((low, low_meta), (high, high_meta)):  # the forward KL errs the way its NLL does
+        assert meta["forward_kl"] == pytest.approx(nll - h_points, abs=1e-6)
+        assert meta["forward_kl_kind"] == meta["likelihood_kind"] and meta["forward_kl_stderr"] >= meta["log_z_stderr"]
     binary = Dataset("bin", x, x, x, BOX, "binary", levels=2)
     with pytest.raises(NotApplicable, match="gibbs"):
         ais.model_metric_ais_forward(model, binary)
@@ -268,6 +273,40 @@ def perturbed_nll(x: Tensor, sigma_min: float) -> Tensor:
     """-log N(x; MU, SIGMA + sigma_min^2 I): the analytic NLL of the sigma_min-perturbed data density."""
     law = torch.distributions.MultivariateNormal(MU, SIGMA + sigma_min**2 * torch.eye(2, dtype=torch.float64))
     return -law.log_prob(x.double())
+
+
+class GaussianDensity:
+    """An exact 'dataset density' stand-in: N(mean, cov) on R^2 (float64 log_prob)."""
+
+    n_modes = 1
+
+    def __init__(self, mean: Tensor, cov: Tensor) -> None:
+        self.box, self.law = BOX, torch.distributions.MultivariateNormal(mean.double(), cov.double())
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.law.log_prob(x.double())
+
+
+def gaussian_prior_bias(sigma_max: float) -> float:
+    """KL(N(MU, SIGMA + s^2 I) || N(0, s^2 I)): the exact bias of the N(0, s^2 I) prior for Gaussian data."""
+    ratio = LAM / sigma_max**2
+    return 0.5 * float((ratio - torch.log1p(ratio)).sum() + MU.pow(2).sum() / sigma_max**2)
+
+
+@pytest.mark.parametrize(("sigma_max", "kind"), [(3.0, "estimate"), (50.0, "exact")])
+def test_probability_flow_prior_bias_is_bracketed_and_a_small_sigma_max_is_an_estimate(sigma_max: float,
+                                                                                        kind: str) -> None:
+    model = NCSN(GaussianScoreNet(), BOX, NCSNParams(sigma_min=0.01, sigma_max=sigma_max))
+    x = gaussian_data(500)
+    # the density of the model's own p_{sigma_min}: the forward KL row isolates the prior's bias, paired per point
+    perturbed = GaussianDensity(MU, SIGMA + 1e-4 * torch.eye(2, dtype=torch.float64))
+    _, _, meta = pf_ode.model_metric_pf_ode(model, Dataset("gauss", x, x, x, BOX, "continuous", density=perturbed))
+    bias = gaussian_prior_bias(sigma_max)
+    lower, upper = meta["prior_bias_nats"]
+    assert lower == pytest.approx(bias, rel=0.15) and upper >= bias  # Gaussian data: the lower bound is the bias
+    assert abs(meta["forward_kl"] - bias) < 4 * meta["forward_kl_stderr"], (meta["forward_kl"], bias)
+    assert meta["likelihood_kind"] == meta["forward_kl_kind"] == kind
+    assert ("estimate_reason" in meta) == (kind == "estimate") and (upper > pf_ode.PRIOR_BIAS_TOL) == (kind != "exact")
 
 
 @pytest.mark.parametrize("make", [ncsn_gaussian, ddpm_gaussian], ids=["ncsn_ve", "ddpm_vp"])
@@ -358,10 +397,14 @@ def expected_bound(model: DDPM) -> float:
 def test_elbo_of_gaussian_data_matches_its_closed_form_and_bounds_the_entropy(variance_type: str) -> None:
     model = ddpm_gaussian(DDPMParams(variance_type=variance_type), IntegerGaussianEps)
     x = gaussian_data(2000, seed=3)
-    dataset = Dataset("gauss", x, x, x, BOX, "continuous")
+    dataset = Dataset("gauss", x, x, x, BOX, "continuous", density=GaussianDensity(MU, SIGMA))
     value, stderr, meta = elbo.model_metric_elbo(model, dataset, elbo.ELBOParams(batch_size=2000))
     entropy = 0.5 * float(torch.logdet(2 * math.pi * math.e * SIGMA))
     assert value >= entropy - 3 * stderr
+    # the forward KL pairs the bound with -log p on the same points: an upper bound on KL(p || p_model) >= 0
+    h_points = -float(dataset.density.log_prob(x).mean())
+    assert meta["forward_kl"] == pytest.approx(value - h_points, abs=1e-9) and meta["forward_kl_kind"] == "upper bound"
+    assert meta["forward_kl"] >= -3 * meta["forward_kl_stderr"] and meta["forward_kl_stderr"] < stderr
     assert value == pytest.approx(expected_bound(model), abs=3 * stderr)
     if variance_type == "fixed_large":  # the stated tolerance at T = 1000: 0.2 nats per dimension
         assert value - entropy < 0.2 * 2
@@ -457,3 +500,24 @@ def test_metrics_run_on_built_models(tiny_dataset: Dataset) -> None:
     assert math.isfinite(value) and meta["nfe_per_point"] == 4
     value, _, meta = pf_ode.model_metric_pf_ode(ddpm, small, pf_ode.PFODEParams(rtol=1e-3, atol=1e-3))
     assert math.isfinite(value)
+
+
+def test_every_likelihood_row_uses_the_first_likelihood_points_of_the_test_split() -> None:
+    from ebmbench.config import RunConfig
+    from ebmbench.metrics.registry import MODEL_METRICS
+
+    cfg = RunConfig(dataset="eight_gaussians", method="pcd_ebm", likelihood_points=40, ais_steps=5, ais_runs=2,
+                    ais_chains=2, pf_ode_tol=1e-3, elbo_t_samples=2, skip_metrics="nll_ais_reverse")
+    x = gaussian_data(100, seed=6)
+    dataset = Dataset("gauss", x, x, x, BOX, "continuous", density=GaussianDensity(MU, SIGMA))
+    models = {"nll_heldout": mixture_ebm(), "nll_ais_forward": mixture_ebm(), "nll_pf_ode": ncsn_gaussian(),
+              "nll_elbo": ddpm_gaussian(DDPMParams(num_train_timesteps=20), IntegerGaussianEps),
+              "nll_exact": random_flow((2,)), "nll_true_density": mixture_ebm()}
+    for name, model in models.items():
+        metric = MODEL_METRICS.get(name)
+        _, _, meta = metric.fn(model, dataset, **metric.kwargs(cfg))
+        assert (meta["n"], meta["test_split_size"]) == (40, 100), name
+        assert name == "nll_true_density" or "forward_kl" in meta, name
+    for name in ("nll_ais_reverse", "nll_pf_ode", "nll_elbo"):  # the rows not run above are configured alike
+        kwargs = MODEL_METRICS.get(name).kwargs(cfg)
+        assert kwargs.get("max_points", getattr(kwargs.get("params"), "max_points", None)) == 40, name

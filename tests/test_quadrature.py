@@ -11,7 +11,10 @@ import scipy.stats
 import torch
 from torch import Tensor, nn
 
+from ebmbench.data.base import Dataset
+from ebmbench.methods.ebm import EBM, PCDParams
 from ebmbench.metrics.likelihood import heldout_nll, log_partition_quadrature
+from ebmbench.metrics.registry import quadrature_nll
 from ebmbench.protocol import Box
 
 BOX = Box(-4.0, 4.0, (2,))
@@ -26,7 +29,7 @@ class MixtureEnergy(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("log_w", torch.tensor(np.log(WEIGHTS), dtype=torch.float32))
+        self.log_w = nn.Parameter(torch.tensor(np.log(WEIGHTS), dtype=torch.float32), requires_grad=False)
         self.register_buffer("mu", torch.tensor(MEANS, dtype=torch.float32))
         self.register_buffer("s", torch.tensor(STDS, dtype=torch.float32))
 
@@ -81,3 +84,16 @@ def test_heldout_nll_matches_exact_log_density() -> None:
 def test_quadrature_refuses_high_dimensional_boxes() -> None:
     with pytest.raises(ValueError, match=r"only tractable for 2D.*AIS.*64"):
         log_partition_quadrature(lambda x: x.sum(-1), Box(-1.0, 1.0, (64,)))
+
+
+def test_quadrature_nll_is_an_estimate_when_log_z_did_not_converge() -> None:
+    model = EBM(MixtureEnergy(), BOX, PCDParams(buffer_size=1))
+    x = torch.tensor(MEANS, dtype=torch.float32)
+    dataset = Dataset("mix", x, x, x, BOX, "continuous")
+    value, _, meta = quadrature_nll(model, dataset)
+    assert meta["converged"] and meta["likelihood_kind"] == "exact" and "estimate_reason" not in meta
+    coarse, _, coarse_meta = quadrature_nll(model, dataset, n_max=16)  # two panels per axis: not resolved
+    assert not coarse_meta["converged"] and coarse_meta["grid"] == 16 and coarse_meta["quadrature_error"] > 1e-4
+    assert coarse_meta["likelihood_kind"] == "estimate" and "did not converge" in coarse_meta["estimate_reason"]
+    assert abs(coarse - value) > 1e-3  # and the value it would have called exact is off
+    assert "forward_kl" not in meta  # no exact data density here

@@ -16,7 +16,7 @@ def write_run(suite_dir: Path, run_id: str, method: str, dataset: str, seed: int
               status: str = "ok") -> None:
     run = {"run_id": run_id, "suite": suite_dir.name, "dataset": dataset, "dataset_hash": "h", "family": "f",
            "method": method, "seed": seed, "run_status": status, "train_steps": 10, "train_wall_s": 1.0,
-           "threads": 1, "config_hash": run_id, **provenance("cpu")}
+           "train_flops": None, "threads": 1, "config_hash": run_id, **provenance("cpu")}
     atomic_write_json(suite_dir / "runs" / run_id / "result.json",
                       {"schema_version": 1, "run_id": run_id, "run_status": status, "rows": make_rows(run, values)})
 
@@ -114,3 +114,24 @@ def test_headline_figure_keeps_colours_across_rows_and_names_zero_cost_settings(
     assert any("not shown: ddpm / replay_buffer" in t.get_text() for t in bottom.texts)  # ... so it is named
     shared = set(upper) & set(lower)
     assert len(shared) >= 3 and all(upper[v] == lower[v] for v in shared)
+
+
+def test_estimator_cost_column_reads_each_estimators_own_key(tmp_path):
+    suite = tmp_path / "lik"
+    exact = MetricValue("nll_heldout", 2.0, 0.01, meta={"likelihood_kind": "exact"})
+    estimates = [
+        MetricValue("nll_ais_forward", 1.9, 0.02, meta={"likelihood_kind": "lower bound", "nfe_per_chain": 701,
+                                                        "nfe_unit": "one energy evaluation", "wall_s": 1.0}),
+        MetricValue("nll_ais_reverse", 2.1, 0.02, meta={"likelihood_kind": "upper bound", "nfe_per_chain": 701,
+                                                        "nfe_unit": "one energy evaluation"}),
+        MetricValue("nll_pf_ode", 2.05, 0.01, meta={"likelihood_kind": "estimate", "nfe_per_solve": 86.0,
+                                                    "nfe_per_point": 172.0}),
+        MetricValue("nll_elbo", 2.4, 0.03, meta={"likelihood_kind": "upper bound", "nfe_per_point": 1000}),
+    ]
+    write_run(suite, "toy_ebm_0", "pcd_ebm", "eight_gaussians", 0, [exact, *estimates])
+    table = report.estimator_vs_exact(load_results(suite)).set_index("estimator")
+    assert table.nfe.notna().all() and table.nfe_unit.notna().all()
+    assert table.loc["nll_ais_forward", "nfe"] == 701 and "AIS chain" in table.loc["nll_ais_forward", "nfe_unit"]
+    assert table.loc["nll_pf_ode", "nfe"] == 172 and table.loc["nll_elbo", "nfe_unit"].endswith("per test point")
+    assert report.estimator_cost({"nfe_per_solve": 86.0}) == (86.0, report.estimator_cost({"nfe_per_solve": 86})[1])
+    assert table.loc["nll_elbo", "error"] == pytest.approx(0.4)

@@ -451,9 +451,10 @@ def check_applicable(model: GenerativeModel, dataset: Dataset) -> None:
                                      "'gibbs'); a continuous density on the box is not a probability of 0/1 images")
 
 
-def mean_energy(model: GenerativeModel, dataset: Dataset, params: AISParams) -> tuple[Tensor, dict[str, Any]]:
+def mean_energy(model: GenerativeModel, dataset: Dataset, params: AISParams, max_points: int = 0
+                ) -> tuple[Tensor, dict[str, Any]]:
     """Per test image E(x) (+ the dequantization term for discrete levels) and the data convention."""
-    x = dataset.test.to(model.device)
+    x = likelihood.heldout_points(dataset, max_points).to(model.device)
     if model.has("gibbs"):
         with torch.no_grad():
             return model.energy(x.double()).double().cpu(), {"convention": "binary pmf", "data_term": "none"}
@@ -470,16 +471,20 @@ def mean_energy(model: GenerativeModel, dataset: Dataset, params: AISParams) -> 
     return e, {"convention": convention, "bin_width": width}
 
 
-def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AISParams | None = None
-            ) -> registry.Measured:
-    """Held-out NLL = mean E(x) + log Z_hat with log Z from AIS in one direction; the bound's way is in meta."""
+def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AISParams | None = None,
+            max_points: int = 0) -> registry.Measured:
+    """Held-out NLL = mean E(x) + log Z_hat with log Z from AIS in one direction; the bound's way is in meta.
+
+    On the first ``max_points`` of the test split (0: all); with an exact data density (2D) the paired forward
+    KL, whose standard error adds log Z_hat's variance over runs, is in meta too.
+    """
     check_applicable(model, dataset)
     params = params or AISParams()
     if direction == "reverse" and not params.reverse:
         raise registry.NotApplicable("reverse AIS was not run (AISParams.reverse=False)")
     results = cached_estimate(model, dataset, params)
     r = results[direction]
-    e, meta = mean_energy(model, dataset, params)
+    e, meta = mean_energy(model, dataset, params, max_points)
     nll = e + r.log_z
     value = float(nll.mean())
     # var(mean E) over test images plus var(log Z_hat) over runs: independent sources
@@ -492,10 +497,12 @@ def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AI
         gap=(rev.log_z - fwd.log_z) if rev else None, ess=r.ess, ess_fraction=r.ess / params.chains,
         nfe_per_chain=r.nfe, nfe_unit="one Gibbs sweep" if model.has("gibbs") else "one energy evaluation",
         wall_s=r.wall_s, acceptance=r.acceptance, start=r.start, approximate_start=r.approximate_start,
-        split="test", units="nats per sample", n=len(nll),
+        split="test", units="nats per sample", n=len(nll), test_split_size=len(dataset.test),
         bits_per_dim=likelihood.bits_per_dim(value, model.support.dim),
         ais_params=asdict(params), **r.info,
     )
+    x = likelihood.heldout_points(dataset, max_points)
+    meta.update(likelihood.forward_kl_meta(dataset, x, nll, meta["likelihood_kind"], r.stderr**2))
     return value, stderr, meta
 
 

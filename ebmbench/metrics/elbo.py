@@ -187,7 +187,7 @@ def model_metric_elbo(model: GenerativeModel, dataset: Dataset, params: ELBOPara
         raise registry.NotApplicable(f"needs capability 'eps_prediction'; the model has {sorted(model.capabilities)}")
     params = params or ELBOParams()
     generator = torch.Generator().manual_seed(params.seed)
-    x = dataset.test[: params.max_points or None].to(model.device)
+    x = likelihood.heldout_points(dataset, params.max_points).to(model.device)
     box = dataset.support
     width = likelihood.bin_width(dataset.levels, box)
     nll, info = negative_elbo(model, x, width, box.low, box.high, params, generator)
@@ -204,7 +204,8 @@ def model_metric_elbo(model: GenerativeModel, dataset: Dataset, params: ELBOPara
         "timesteps": "all T - 1 KL terms, one x_t draw each" if exact_sum else
         f"{params.t_samples} uniform timesteps per point, scaled by T - 1",
         "convention": "probability of the discrete levels" if width else "continuous density",
-        **info, "split": "test", "units": "nats per sample", "n": len(nll), "elbo_params": asdict(params),
-        "bits_per_dim": likelihood.bits_per_dim(value, x[0].numel()),
+        **info, "split": "test", "units": "nats per sample", "n": len(nll), "test_split_size": len(dataset.test),
+        "elbo_params": asdict(params), "bits_per_dim": likelihood.bits_per_dim(value, x[0].numel()),
+        **likelihood.forward_kl_meta(dataset, x, nll, "upper bound"),
     }
     return value, stderr, meta

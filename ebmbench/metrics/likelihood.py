@@ -1,4 +1,4 @@
-"""Exact-likelihood metrics for 2D energies: log Z by quadrature and held-out NLL.
+"""Exact-likelihood metrics for 2D energies: log Z by quadrature, held-out NLL, KL to an exact density.
 
 The energy callable takes a (B, 2) tensor of ``dtype`` (float32 by default) on ``device``
 and returns (B,) energies E(x), with p(x) = exp(-E(x)) / Z on the box; it may be a torch
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ebmbench.data.base import Dataset
 from ebmbench.metrics.sample_stats import mean_nll
 from ebmbench.protocol import Box
 
@@ -45,11 +47,16 @@ def _energies(energy: Energy, x: Tensor, dtype: torch.dtype, device: torch.devic
     return torch.cat(out)
 
 
-def _log_z_grid(energy: Energy, box: Box, n: int, dtype: torch.dtype, device: torch.device | str) -> float:
+def _grid(box: Box, n: int) -> tuple[Tensor, Tensor]:
+    """(n'^2, 2) float64 nodes of the tensor-product Gauss-Legendre rule on a 2D box, and their log weights."""
     nodes, weights = _gauss_legendre_axis(box.low, box.high, n)
     gx, gy = torch.meshgrid(nodes, nodes, indexing="ij")
     points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    log_w = (weights[:, None].log() + weights[None, :].log()).reshape(-1)
+    return points, (weights[:, None].log() + weights[None, :].log()).reshape(-1)
+
+
+def _log_z_grid(energy: Energy, box: Box, n: int, dtype: torch.dtype, device: torch.device | str) -> float:
+    points, log_w = _grid(box, n)
     e = _energies(energy, points, dtype, device)
     return float(torch.logsumexp(-e + log_w, dim=0))
 
@@ -78,6 +85,17 @@ def log_partition_quadrature(
     return log_z, abs(log_z - coarse)
 
 
+def point_nll(
+    energy: Energy,
+    x_test: Tensor,
+    log_z: float,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """E(x) + log Z per test point, float64 on the CPU (x_test's device by default)."""
+    return _energies(energy, x_test, dtype, device or x_test.device) + log_z
+
+
 def heldout_nll(
     energy: Energy,
     x_test: Tensor,
@@ -86,8 +104,7 @@ def heldout_nll(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[float, float]:
     """Held-out NLL in nats, mean of E(x) + log Z, and its standard error (x_test's device by default)."""
-    e = _energies(energy, x_test, dtype, device or x_test.device)
-    return mean_nll(-(e + log_z))
+    return mean_nll(-point_nll(energy, x_test, log_z, device, dtype))
 
 
 def log_partition_refined(
@@ -143,6 +160,89 @@ def sample_grid(
     u = torch.rand((count, 2), generator=generator, device=generator.device, dtype=torch.float64).cpu()
     x = points[idx] + (u - 0.5) * width
     return box.clamp(x).to(device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------- KL between a 2D model and an exact density
+
+KL_KEYS = ("kl_data_model", "kl_model_data", "log_z_model", "log_mass_data")
+
+
+def _kl_sum(log_a: Tensor, log_b: Tensor, log_w: Tensor) -> float:
+    """sum_i w_i a_i (log a_i - log b_i): KL(a || b) by the rule; nodes where a underflows to 0 add nothing."""
+    mass = (log_a + log_w).exp()
+    return float(torch.where(mass > 0, mass * (log_a - log_b), torch.zeros_like(mass)).sum())
+
+
+def kl_on_grid(log_q: Tensor, log_p: Tensor, log_w: Tensor) -> dict[str, float]:
+    """KL(p || q) and KL(q || p) of unnormalized log-densities at the nodes of one rule, each normalized by it.
+
+    log Z = logsumexp(log f + log w) for both, so both are densities on the box (Davis & Rabinowitz 1984).
+    """
+    log_zq, log_zp = torch.logsumexp(log_q + log_w, 0), torch.logsumexp(log_p + log_w, 0)
+    lq, lp = log_q - log_zq, log_p - log_zp
+    return {"kl_data_model": _kl_sum(lp, lq, log_w), "kl_model_data": _kl_sum(lq, lp, log_w),
+            "log_z_model": float(log_zq), "log_mass_data": float(log_zp)}
+
+
+def _kl_at(energy: Energy, log_p: Energy, box: Box, n: int, dtype: torch.dtype, device: torch.device | str
+           ) -> dict[str, float]:
+    points, log_w = _grid(box, n)
+    return kl_on_grid(-_energies(energy, points, dtype, device), log_p(points).double().cpu(), log_w)
+
+
+def model_kl_quadrature(
+    energy: Energy,
+    log_p: Energy,
+    box: Box,
+    tol: float = 1e-3,
+    n_start: int = 64,
+    n_max: int = 2048,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """KL(p || q) and KL(q || p), q = exp(-E) / Z and p both normalized on a 2D box, by refined Gauss-Legendre.
+
+    ``log_p`` is the exact data log-density (float64 nodes in, (N,) out). Doubles the nodes per axis from
+    ``n_start`` until both KLs, log Z and log of p's mass on the box change by less than ``tol`` or n reaches
+    ``n_max`` (Davis & Rabinowitz 1984); returns the finest values, their refinement errors, the grid and whether
+    it converged.
+    """
+    if box.dim != 2:
+        raise ValueError(f"quadrature is only tractable for 2D: box has dimension {box.dim}")
+    if not (tol > 0 and 2 <= n_start <= n_max):
+        raise ValueError(f"need tol > 0 and 2 <= n_start <= n_max, got tol={tol}, n_start={n_start}, n_max={n_max}")
+    n, coarse = n_start, _kl_at(energy, log_p, box, n_start // 2, dtype, device)
+    while True:
+        fine = _kl_at(energy, log_p, box, n, dtype, device)
+        errors = {k: abs(fine[k] - coarse[k]) for k in KL_KEYS}
+        if max(errors.values()) < tol or 2 * n > n_max:
+            return {**fine, "quadrature_errors": errors, "grid": n, "converged": max(errors.values()) < tol}
+        n, coarse = 2 * n, fine
+
+
+# ---------------------------------------------------------------- the test points and the paired forward KL
+
+
+def heldout_points(dataset: Dataset, max_points: int = 0) -> Tensor:
+    """The first ``max_points`` of the test split (0: all of it): the one subset every likelihood row uses."""
+    return dataset.test[: max_points or None]
+
+
+def forward_kl_meta(dataset: Dataset, x: Tensor, nll: Tensor, kind: str, shared_var: float = 0.0
+                    ) -> dict[str, Any]:
+    """KL(p || q) = NLL - H(p), paired: mean over the row's points of log p(x) - log q(x) (Theis et al. 2016).
+
+    Only for continuous data with an exact density p (else {}). ``nll`` is -log q per point; ``shared_var`` is the
+    variance of a term every point shares (AIS's log Z), added to the paired standard error. The KL errs the way
+    the NLL does, so its kind is the NLL's.
+    """
+    if dataset.density is None or dataset.levels:
+        return {}
+    diff = dataset.density.log_prob(x.detach().cpu().double()).double() + nll.detach().cpu().double().reshape(-1)
+    se = math.sqrt(float(diff.var()) / diff.numel() + shared_var) if diff.numel() > 1 else math.nan
+    return {"forward_kl": float(diff.mean()), "forward_kl_stderr": se, "forward_kl_kind": kind,
+            "forward_kl_definition": "mean over this row's test points of log p_data(x) - log q(x) "
+                                     "(held-out NLL - H(p) on the same points); stderr from the paired differences"}
 
 
 # ---------------------------------------------------------------- data conventions shared by the estimators

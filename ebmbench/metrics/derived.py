@@ -1,0 +1,18 @@
+"""Rows derived from other rows' meta after evaluation: no model or data is touched again."""
+
+from __future__ import annotations
+
+from ebmbench.results import MetricValue
+
+FORWARD_KL_DEFINITION = ("KL(p_data || q) = held-out NLL - H(p) (Theis et al. 2016), paired: the mean over the "
+                         "likelihood row's test points of log p_data(x) - log q(x), stderr from the differences")
+
+
+def forward_kl_values(values: list[MetricValue]) -> list[MetricValue]:
+    """One ``forward_kl`` row per ok likelihood row whose meta carries the paired forward KL (Theis et al. 2016)."""
+    return [
+        MetricValue("forward_kl", v.meta["forward_kl"], v.meta.get("forward_kl_stderr"), n_samples=v.meta.get("n"),
+                    meta={"from_metric": v.metric, "likelihood_kind": v.meta.get("forward_kl_kind"),
+                          "n": v.meta.get("n"), "units": "nats", "definition": FORWARD_KL_DEFINITION})
+        for v in values if v.status == "ok" and v.meta.get("forward_kl") is not None
+    ]
