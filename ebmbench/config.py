@@ -50,7 +50,7 @@ class RunConfig:
     ais_steps: int = 1000  # AIS: intermediate distributions K
     ais_runs: int = 10  # AIS: independent runs R (standard errors are over runs)
     ais_chains: int = 16  # AIS: chains per run
-    likelihood_points: int = 0  # test points for the probability-flow ODE and the ELBO (0 = the whole split)
+    likelihood_points: int = 0  # the first test points every likelihood row uses (0 = the whole split)
     pf_ode_tol: float = 1e-5  # probability-flow ODE: the solver's rtol = atol (Song et al. 2021: 1e-5)
     elbo_t_samples: int = 0  # ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)
     curve_points: int = 8  # learning-curve points, at train_steps / 2^k for k < curve_points (0 = none)

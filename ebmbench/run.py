@@ -19,6 +19,7 @@ from ebmbench.data.base import Dataset
 from ebmbench.data.convert import to_uint8
 from ebmbench.methods.base import MethodSpec
 from ebmbench.metrics.cost import sample_with_cost
+from ebmbench.metrics.derived import forward_kl_values
 from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS, Metric, NotApplicable
 from ebmbench.protocol import GenerativeModel, Samples
 from ebmbench.results import (
@@ -229,6 +230,7 @@ def evaluate(run: Run) -> list[MetricValue]:
         t0 = time.perf_counter()
         status, out = measure(metric, run.model, run.dataset, cfg=run.cfg)
         run.values.append(to_value(metric.name, status, out, eval_s=time.perf_counter() - t0))
+    run.values.extend(forward_kl_values(run.values))  # KL(p||q) = NLL - H(p), paired on each row's test points
     return run.values
 
 
