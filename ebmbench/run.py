@@ -119,15 +119,34 @@ def curve_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
     return [(label, name, budget) for label, name, budget in plan if label in wanted or name in wanted]
 
 
+def _curve_record(metric: Metric, status: str, out: Any, base: dict[str, Any], n: int, eval_s: float
+                  ) -> list[dict[str, Any]]:
+    """One curve point's record of a metric outcome; a metric that does not apply is left out."""
+    if status == "not_applicable":
+        return []
+    if status == "failed":
+        return [{**base, "metric": metric.name, "status": status, "reason": out}]
+    value, stderr, meta = out
+    meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    return [{**base, "metric": metric.name, "status": "ok", "value": value, "stderr": stderr,
+             "n": meta.get("n", n), "meta": {**meta, "eval_s": round(eval_s, 3)}}]
+
+
 def curve_point(run: Run, model: GenerativeModel, step: int) -> list[dict[str, Any]]:
-    """The cheap sample metrics (``curve_metrics``) of each curve sampler's samples at one training step.
+    """The cheap metrics (``curve_metrics``) at one training step: sample metrics of each curve sampler's
+    samples, and model metrics (e.g. the 2D density's quadrature KL) of the model itself.
 
     Every point draws with the same seed (common random numbers across steps); a metric that does not
     apply to the dataset (reverse KL on images) is left out, one that breaks is a failed record.
     """
     cfg, records = run.cfg, []
-    metrics = [SAMPLE_METRICS.get(m) for m in _names(cfg.curve_metrics)]
+    names = _names(cfg.curve_metrics)
+    metrics = [SAMPLE_METRICS.get(m) for m in names if m in SAMPLE_METRICS.names()]
     n = cfg.curve_n or cfg.n_eval_samples
+    for metric in (MODEL_METRICS.get(m) for m in names if m in MODEL_METRICS.names()):
+        t0 = time.perf_counter()
+        status, out = measure(metric, model, run.dataset, cfg=cfg)
+        records += _curve_record(metric, status, out, {"sampler": None}, n, time.perf_counter() - t0)
     for label, name, budget in curve_plan(run):
         generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 2)
         base = {"sampler": label}
@@ -143,15 +162,7 @@ def curve_point(run: Run, model: GenerativeModel, step: int) -> list[dict[str, A
         for metric in metrics:
             t0 = time.perf_counter()
             status, out = measure(metric, x, run.dataset, cfg=cfg)
-            if status == "not_applicable":
-                continue
-            if status == "failed":
-                records.append({**base, "metric": metric.name, "status": status, "reason": out})
-                continue
-            value, stderr, meta = out
-            meta = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool, type(None)))}
-            records.append({**base, "metric": metric.name, "status": "ok", "value": value, "stderr": stderr,
-                            "n": meta.get("n", n), "meta": {**meta, "eval_s": round(time.perf_counter() - t0, 3)}})
+            records += _curve_record(metric, status, out, base, n, time.perf_counter() - t0)
     return records
 
 

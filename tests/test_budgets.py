@@ -70,3 +70,13 @@ def test_learning_curve_figure_marks_budgets():
     stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
     assert len(stars) == 2  # one budget per method
     assert plots.quality_vs_training_compute(table.iloc[0:0]) is None
+
+
+def test_density_curve_is_drawn_beside_the_samplers_but_never_sets_the_budget():
+    density = [{**r, "metric": "kl_model_data", "sampler": None, "stderr": None, "meta": {}}
+               for r in _rows("pcd_ebm", [0.5, 0.2, 0.1, 0.05])]
+    frame = pd.DataFrame(_rows("pcd_ebm", [2.0, 1.5, 1.2, 1.1]) + density)
+    table = curves.curve_table(frame)
+    drawn = table[table.sampler == "density (quadrature)"]
+    assert len(drawn) == 4 and (drawn.floor == 0).all() and drawn.value.min() == pytest.approx(0.05)
+    assert curves.budgets(table).sampler.tolist() == ["ddim"]

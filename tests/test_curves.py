@@ -136,3 +136,13 @@ def test_kept_images_are_the_bytes_fid_sees():
     assert kept.dtype == torch.uint8 and torch.equal(kept, to_uint8(x, digits))
     x[0, 0, 0, 0] = float("nan")
     assert run.kept_samples(x, digits).dtype == torch.float32  # no byte for NaN: kept as float
+
+
+def test_model_metrics_at_curve_points(tmp_path):
+    r = start(tmp_path, "model", curve_points=2, curve_metrics="reverse_kl,kl_model_data", samplers="langevin")
+    run.fit(r, progress=False)
+    recs = points(r)
+    density = [rec for rec in recs if rec["sampler"] is None]
+    assert [rec["metric"] for rec in density] == ["kl_model_data", "kl_model_data"]
+    assert all(rec["status"] == "ok" and rec["value"] > 0 for rec in density)
+    assert {rec["metric"] for rec in recs if rec["sampler"] == "langevin"} == {"reverse_kl"}
