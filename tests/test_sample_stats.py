@@ -11,12 +11,18 @@ import torch
 
 from ebmbench.metrics.sample_stats import (
     energy_distance,
+    knn_entropy,
+    knn_entropy_terms,
+    knn_radii,
     mean_nll,
     median_bandwidth,
+    mmd2_multiscale,
     mmd2_unbiased,
     mmd_with_floor,
     mode_coverage,
+    mode_tv,
     off_support_fraction,
+    reverse_kl,
 )
 from ebmbench.protocol import Box
 
@@ -160,3 +166,89 @@ def test_mean_nll() -> None:
     mean, se = mean_nll(lp)
     assert mean == pytest.approx(2.5)
     assert se == pytest.approx(float(torch.tensor([1.0, 2.0, 3.0, 4.0]).std()) / 2.0)
+
+
+def _gaussian_entropy(cov: torch.Tensor) -> float:
+    """Closed form H(N(mu, cov)) = 1/2 log((2 pi e)^d |cov|)."""
+    d = cov.shape[0]
+    return 0.5 * (d * math.log(2 * math.pi * math.e) + float(torch.logdet(cov)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_entropy_of_gaussians_matches_closed_form(k: int) -> None:
+    g = torch.Generator().manual_seed(5)
+    for cov in (torch.diag(torch.tensor([1.0, 0.25], dtype=torch.float64)),
+                torch.tensor([[2.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 0.5]], dtype=torch.float64)):
+        chol = torch.linalg.cholesky(cov)
+        x = torch.randn(5000, cov.shape[0], generator=g, dtype=torch.float64) @ chol.T
+        terms, clamped = knn_entropy_terms(x, k, 1e-12)
+        se = float(terms.std()) / math.sqrt(len(x))
+        assert clamped == 0 and float(terms.mean()) == knn_entropy(x, k)
+        assert abs(knn_entropy(x, k) - _gaussian_entropy(cov)) < 4 * se + 0.01, (k, cov.shape)
+
+
+def test_knn_radii_hand_built() -> None:
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [3.0, 4.0]])
+    assert knn_radii(x, 1).tolist() == [1.0, 1.0, 2.0, 4.0]
+    assert knn_radii(x, 2).tolist() == pytest.approx([3.0, 2.0, 3.0, math.sqrt(20.0)])
+    with pytest.raises(ValueError):
+        knn_radii(x, 4)
+
+
+def test_reverse_kl_between_gaussians_matches_closed_form() -> None:
+    mu_q, cov_q = np.array([0.3, -0.2]), np.array([[0.5, 0.1], [0.1, 0.3]])
+    mu_p, cov_p = np.array([0.0, 0.0]), np.array([[1.0, 0.0], [0.0, 0.6]])
+    prec = np.linalg.inv(cov_p)
+    dm = mu_p - mu_q
+    exact = 0.5 * (np.trace(prec @ cov_q) + dm @ prec @ dm - 2 + math.log(np.linalg.det(cov_p) / np.linalg.det(cov_q)))
+    rng = np.random.default_rng(6)
+    x = rng.multivariate_normal(mu_q, cov_q, size=4000)
+    log_p = torch.from_numpy(scipy.stats.multivariate_normal(mu_p, cov_p).logpdf(x))
+    out = reverse_kl(torch.from_numpy(x), log_p, 3, 1e-9)
+    assert 0.005 < out["se"] < 0.05 and out["n"] == 4000 and out["k"] == 3
+    assert out["kl"] == pytest.approx(out["cross_entropy"] - out["entropy"])
+    assert abs(out["kl"] - exact) < 4 * out["se"] + 0.01, (out["kl"], exact, out["se"])
+
+
+def test_knn_entropy_of_duplicates_is_finite_and_counts_clamps() -> None:
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x[:40] = x[0]  # 40 copies: each has 39 others at distance 0, so its k-th radius is 0 for k <= 39
+    terms, clamped = knn_entropy_terms(x, 3, 1e-6)
+    assert clamped == 40 and bool(torch.isfinite(terms).all())
+    assert float(terms[0]) == pytest.approx(float(terms[1])) and float(terms[0]) < float(terms[50])
+    same, n_same = knn_entropy_terms(torch.zeros(10, 2), 3, 1e-6)
+    assert n_same == 10 and bool(torch.isfinite(same).all())
+    with pytest.raises(ValueError, match="min_radius"):
+        knn_entropy_terms(x, 3, 0.0)
+    with pytest.raises(ValueError, match="not finite at 1 of"):
+        reverse_kl(x, torch.cat([torch.full((299,), -1.0), torch.tensor([-math.inf])]), 3, 1e-6)
+
+
+def test_mode_tv_hand_built() -> None:
+    ref = torch.tensor([0.5, 0.3, 0.19, 0.01])  # 3 modes, then the off region
+    ids = torch.tensor([0] * 4 + [1] * 4 + [2] * 1 + [-1] * 1)  # q = (0.4, 0.4, 0.1, 0.1)
+    out = mode_tv(ids, ref)
+    assert out["tv"] == pytest.approx(0.5 * (0.1 + 0.1 + 0.09 + 0.09))
+    assert out["high_quality_fraction"] == pytest.approx(0.9)
+    assert out["counts"] == [4, 4, 1] and out["off_count"] == 1
+    assert mode_tv(torch.tensor([2, 2]), ref)["tv"] == pytest.approx(0.81)  # all in mode 2: 1 - 0.19
+    with pytest.raises(ValueError):
+        mode_tv(torch.tensor([3]), ref)
+
+
+def test_mmd2_multiscale_hand_built() -> None:
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    hs = (0.5, 2.0)
+
+    def k(sq: float) -> float:
+        return sum(math.exp(-sq / (2 * h * h)) for h in hs) / len(hs)
+
+    expected = k(1.0) + k(5.0) - 2 * (k(1.0) + k(8.0) + k(2.0) + k(5.0)) / 4
+    assert mmd2_multiscale(x, y, hs) == pytest.approx(expected, abs=1e-12)
+    g = torch.Generator().manual_seed(8)
+    a, b = torch.randn(300, 2, generator=g), torch.randn(200, 2, generator=g) + 0.5
+    singles = [mmd2_unbiased(a, b, h) for h in (0.1, 0.3, 1.0)]
+    assert mmd2_multiscale(a, b, (0.1, 0.3, 1.0)) == pytest.approx(sum(singles) / 3, rel=1e-10)
+    with pytest.raises(ValueError):
+        mmd2_multiscale(a, b, ())

@@ -97,6 +97,7 @@ class ToyDensity(ABC):
 
     name: str  # set by each subclass, as is ``box``
     box: Box
+    finest_scale: float  # the smallest feature length: a component's or the smoothing std (set by subclasses)
 
     def __init__(self, weights: Tensor, component_mode: Tensor) -> None:
         weights = weights.to(torch.float64)
@@ -105,6 +106,11 @@ class ToyDensity(ABC):
         self.component_mode = component_mode.to(torch.int64)
         self.n_modes = int(self.component_mode.max()) + 1
         self._threshold: float | None = None
+
+    def length_scales(self) -> tuple[float, ...]:
+        """Dyadic multiples finest_scale * 2^j of the finest feature length, up to half the box width."""
+        half = (self.box.high - self.box.low) / 2
+        return tuple(self.finest_scale * 2.0**j for j in range(math.floor(math.log2(half / self.finest_scale)) + 1))
 
     @abstractmethod
     def component_log_joint(self, x: Tensor) -> Tensor:
@@ -197,7 +203,7 @@ class IsotropicMixture(ToyDensity):
     def __init__(self, means: Tensor, std: float, component_mode: Tensor, weights: Tensor | None = None) -> None:
         super().__init__(torch.ones(len(means)) if weights is None else weights, component_mode)
         self.means = means.to(torch.float64)
-        self.std = std
+        self.std = self.finest_scale = std
         self.table = _candidate_table(self.means, self.log_weights, std, self.box)
         self._cells_per_axis = math.ceil((self.box.high - self.box.low) / (_CELL * std))
 
@@ -338,7 +344,7 @@ class Checkerboard(ToyDensity):
 
     name = "checkerboard"
     box = Box(-3.0, 3.0, (2,))
-    STD = 0.08
+    STD = finest_scale = 0.08
 
     def __init__(self) -> None:
         cells = [(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0]
@@ -377,6 +383,7 @@ class Pinwheel(ToyDensity):
     name = "pinwheel"
     box = Box(-4.0, 4.0, (2,))
     N_ARMS, RADIUS, RADIAL_STD, TANGENTIAL_STD, RATE = 5, 1.5, 0.45, 0.15, 0.45
+    finest_scale = TANGENTIAL_STD
 
     def __init__(self) -> None:
         angle = torch.arange(self.N_ARMS, dtype=torch.float64) * (2 * math.pi / self.N_ARMS)

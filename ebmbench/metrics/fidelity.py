@@ -362,8 +362,10 @@ def sample_metric(metric: str, extractor: str = "domain") -> Callable[[Tensor, D
 
 
 METRICS = [  # register each with SAMPLE_METRICS (ebmbench.metrics.registry)
-    Metric("fid_domain", "samples", sample_metric("fid"), "Heusel et al. 2017, domain-classifier features"),
-    Metric("kid_domain", "samples", sample_metric("kid"), "Binkowski et al. 2018, domain-classifier features"),
+    Metric("fid_domain", "samples", sample_metric("fid"), "Heusel et al. 2017, domain-classifier features",
+           ladder="passed", headline=True),
+    Metric("kid_domain", "samples", sample_metric("kid"), "Binkowski et al. 2018, domain-classifier features",
+           ladder="failed"),
     Metric("is_domain", "samples", sample_metric("is"), "Salimans et al. 2016, domain-classifier logits"),
     Metric("precision_domain", "samples", sample_metric("precision"), "Kynkaanniemi et al. 2019, k=3"),
     Metric("recall_domain", "samples", sample_metric("recall"), "Kynkaanniemi et al. 2019, k=3"),
