@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLERS
@@ -25,9 +26,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORTS = ("reproduce", "likelihood", "report")
+
+
+def render_reports(suite_dir: Path) -> bool:
+    """Render every report notebook, each on its own: one that fails does not stop the others. True if all did."""
+    from ebmbench.report import RenderError, render
+
+    ok = True
+    for name in REPORTS:
+        try:
+            print(f"{name}: {render(suite_dir, f'{name}.ipynb')}")
+        except RenderError as err:
+            print(f"error: report {name!r} did not render cleanly: {err}", file=sys.stderr)
+            ok = False
+    return ok
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse a results folder that cannot be written before anything runs."""
+    probe = folder / ".write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"results folder {folder} is not writable ({err.strerror}); "
+                         "pass a writable --results-dir") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from ebmbench.report import render
-    from ebmbench.suites import load_suite, run_suite
+    from ebmbench.suites import load_suite, run_suite, suite_lock
 
     overrides = {"device": args.device} if args.device else {}
     name, runs = load_suite(args.suite, args.results_dir, overrides)
@@ -43,18 +72,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         for spec in runs:
             print(spec.cfg.run_id, spec.notebook.name)
         return 0
-    summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
-                        timeout_s=args.timeout, manifest=every)
-    print("\n".join(summary.lines()))
-    if not args.no_report:
-        for extra in ("reproduce", "likelihood"):
-            print(f"{extra}: {render(summary.suite_dir, f'{extra}.ipynb')}")
-        print(f"report: {render(summary.suite_dir)}")
-    return 1 if summary.failed else 0
+    suite_dir = Path(args.results_dir).resolve() / name
+    check_writable(suite_dir)
+    with suite_lock(suite_dir):
+        summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
+                            timeout_s=args.timeout, manifest=every)
+        print("\n".join(summary.lines()))
+        reports_ok = args.no_report or render_reports(summary.suite_dir)
+    return 1 if summary.failed or not reports_ok else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ebmbench.report import render
     from ebmbench.results import aggregate
 
     suite_dir = Path(args.results_dir) / args.suite
@@ -62,10 +90,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no runs under {suite_dir}: run `ebmbench run {args.suite}` first", file=sys.stderr)
         return 2
     aggregate(suite_dir)
-    for extra in ("reproduce", "likelihood"):
-        print(f"{extra}: {render(suite_dir, f'{extra}.ipynb')}")
-    print(f"report: {render(suite_dir)}")
-    return 0
+    return 0 if render_reports(suite_dir) else 1
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,11 +117,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="run only these methods (comma-separated): a slice of the suite")
     run.add_argument("--datasets", help="run only these datasets (comma-separated)")
     run.add_argument("--no-report", action="store_true")
-    run.add_argument("--workers", type=int, default=0,
+    run.add_argument("--workers", type=count(0), default=0,
                      help="run on a Dask LocalCluster of N worker processes (0 = serial, in this process)")
     run.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. a dask-jobqueue cluster)")
-    run.add_argument("--retries", type=int, default=2, help="retries of a run whose kernel died")
-    run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (a timeout fails)")
+    run.add_argument("--retries", type=count(0), default=2, help="retries of a run whose kernel died")
+    run.add_argument("--timeout", type=count(1), default=None,
+                     help="every run's wall-clock limit in seconds, over the suite's `timeout` keys (default "
+                          "24 h); a run past it is a failed row")
     run.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="aggregate a suite's results and render report.html")
     rep.add_argument("suite")
@@ -94,11 +134,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # this process only saves figures; kernels choose their own (inline) backend
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, KeyError) as err:  # configuration and suite errors: say what and how to fix
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, KeyError) as err:  # configuration and suite errors: say what and how to fix, a line each
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be written (read-only, full disk): no raw traceback
+        print(f"error: {err.filename or 'a file'}: {err.strerror or err}; check the folder's permissions and space "
+              "(or pass another --results-dir)", file=sys.stderr)
         return 2
 
 

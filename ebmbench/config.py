@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -15,7 +17,11 @@ from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
 
 
 class ConfigError(ValueError):
-    """A notebook or suite parameter that is unknown or of the wrong type."""
+    """Notebook or suite parameters that are unknown, of the wrong type or out of range: one problem a line."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass
@@ -55,7 +61,7 @@ class RunConfig:
     elbo_t_samples: int = 0  # ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)
     curve_points: int = 8  # learning-curve points, at train_steps / 2^k for k < curve_points (0 = none)
     curve_samplers: str = ""  # comma-separated evaluation samplers drawn at curve points ("" = all evaluated)
-    curve_metrics: str = "reverse_kl,mode_tv,fid_domain"  # sample metrics at curve points (inapplicable: skipped)
+    curve_metrics: str = "reverse_kl,mode_tv,fid_domain"  # metrics at curve points (sample or model)
     curve_n: int = 0  # samples per curve point (0 = n_eval_samples)
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
@@ -88,10 +94,46 @@ class RunConfig:
 
 COMMON = {f.name for f in fields(RunConfig) if f.name != "method_params"}
 
+# The allowed range of every numeric parameter with one, common or a method's own (the same name means the same
+# thing in every params dataclass); the key is how messages state the range.
+RULES: dict[str, Callable[[float], bool]] = {
+    ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2, "> 0": lambda v: v > 0,
+    "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1,
+}
+RANGES: dict[str, str] = {
+    **dict.fromkeys(("seed", "snapshot_every", "grad_clip", "eval_batch_size", "likelihood_points", "elbo_t_samples",
+                     "curve_points", "curve_n", "long_run_factor", "buffer_extra_steps", "l2_weight", "gp_weight"),
+                    ">= 0"),
+    **dict.fromkeys(("threads", "train_steps", "batch_size", "checkpoint_every", "log_every", "n_eval_samples",
+                     "ais_steps", "ais_runs", "ais_chains", "langevin_steps", "sample_steps", "buffer_size",
+                     "hidden", "latent_dim", "n_critic", "g_channels", "d_channels", "num_train_timesteps",
+                     "ddpm_steps", "ddim_steps", "dpm_steps", "n_sigmas", "steps_per_sigma", "n_hidden", "cd_k",
+                     "n_chains", "gibbs_steps", "noise_ratio", "n_projections"), ">= 1"),
+    **dict.fromkeys(("lr", "max_loss", "max_energy", "max_grad_norm", "pf_ode_tol", "langevin_eps", "langevin_T",
+                     "sigma", "sigma_min", "sigma_max", "eps", "noise_min_std"), "> 0"),
+    **dict.fromkeys(("ema_decay", "adam_beta1", "adam_beta2"), "in [0, 1)"),
+    "reinit_frac": "in [0, 1]", "ddim_eta": "in [0, 1]",
+    "n_couplings": ">= 2",  # masks alternate between b and 1 - b: one coupling leaves half the coordinates as they are
+}
+SUGGEST = re.compile(r"([-+]?\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
+
 
 def field_types(cls: type) -> dict[str, type]:
     hints = get_type_hints(cls)
     return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _number_hint(value: str, expected: type) -> str:
+    """How to write a number that YAML (1.1, as PyYAML reads it) took for a string."""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    m = SUGGEST.fullmatch(value.strip())
+    if m and expected is float:
+        return (f"; YAML reads {value} as a string: write it with a decimal point and a signed exponent, "
+                f"{m[1]}.{m[2] or '0'}e{m[3] or '+'}{m[4]}")
+    return "; write the number without quotes"
 
 
 def check_type(name: str, value: Any, expected: type) -> Any:
@@ -100,8 +142,9 @@ def check_type(name: str, value: Any, expected: type) -> Any:
         return float(value)
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if not ok:
+        hint = _number_hint(value, expected) if isinstance(value, str) and expected in (int, float) else ""
         raise ConfigError(
-            f"parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            f"parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}{hint}"
         )
     return value
 
@@ -116,37 +159,98 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _names(csv: str) -> list[str]:
+    return [s.strip() for s in csv.split(",") if s.strip()]
+
+
+def _typed(params: dict[str, Any], types_: dict[str, type], problems: list[str]) -> dict[str, Any]:
+    """The parameters of ``types_`` that have the right type; each wrong one is a problem."""
+    out = {}
+    for k, v in params.items():
+        if k in types_:
+            try:
+                out[k] = check_type(k, v, types_[k])
+            except ConfigError as err:
+                problems += err.problems
+    return out
+
+
+def range_problems(values: dict[str, Any]) -> list[str]:
+    """Every numeric parameter outside its range (``RANGES``)."""
+    return [f"parameter {k!r} must be {RANGES[k]}, got {v!r}" for k, v in values.items()
+            if k in RANGES and isinstance(v, (int, float)) and not RULES[RANGES[k]](v)]
+
+
+def name_problems(cfg: RunConfig, spec: Any) -> list[str]:
+    """Names that must be registered: curve_metrics and skip_metrics, samplers and curve_samplers."""
+    from ebmbench.metrics.registry import MODEL_METRICS
+
+    problems = []
+    every = set(SAMPLE_METRICS.names()) | set(MODEL_METRICS.names())
+    for key, known, kind in (("curve_metrics", every, "metric"), ("skip_metrics", every, "metric")):
+        unknown = sorted(set(_names(getattr(cfg, key))) - known)
+        if unknown:
+            problems.append(f"parameter {key!r}: unknown {kind}(s) {unknown}; choose from {sorted(known)}")
+    try:
+        plan = spec.eval_samplers(cfg.method_params)
+    except (ValueError, TypeError, KeyError) as err:
+        return problems + [f"the evaluation samplers of method {cfg.method!r} cannot be planned: {err}"]
+    known = sorted({name for name, _ in plan})
+    unknown = sorted(set(_names(cfg.samplers)) - set(known))
+    if unknown:
+        problems.append(f"parameter 'samplers': {unknown} not evaluated by {cfg.method!r}; choose from {known}")
+    kept = [(n, b) for n, b in plan if not _names(cfg.samplers) or n in _names(cfg.samplers)]
+    names = [n for n, _ in kept]  # a sampler kept at several budgets is labelled by its steps (run.sampler_plan)
+    labels = set(names) | {f"{n}@{b.get('steps')}" for n, b in kept if names.count(n) > 1}
+    unknown = sorted(set(_names(cfg.curve_samplers)) - labels)
+    if unknown:
+        problems.append(f"parameter 'curve_samplers': {unknown} not evaluated by this run; "
+                        f"choose from {sorted(labels)}")
+    return problems
+
+
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one folder under results_dir
+
+
 def resolve(params: dict[str, Any]) -> RunConfig:
-    """Validate flat parameters (common + the method's own) into a RunConfig."""
-    for required in ("dataset", "method"):
-        if required not in params:
-            raise ConfigError(f"parameter {required!r} is required")
-    DATASETS.get(check_type("dataset", params["dataset"], str))
-    spec = METHODS.get(check_type("method", params["method"], str))
+    """Validate flat parameters (common + the method's own) into a RunConfig; every problem is reported at
+    once, one line each, in one ``ConfigError``."""
+    missing = [f"parameter {k!r} is required" for k in ("dataset", "method") if k not in params]
+    if missing:
+        raise ConfigError(missing)
+    problems: list[str] = []
+    try:
+        DATASETS.get(check_type("dataset", params["dataset"], str))
+    except (ConfigError, KeyError) as err:
+        problems.append(str(err))
+    try:
+        spec = METHODS.get(check_type("method", params["method"], str))
+    except (ConfigError, KeyError) as err:
+        raise ConfigError([*problems, str(err)]) from None
     method_types = field_types(spec.params)
     common_types = {k: v for k, v in field_types(RunConfig).items() if k != "method_params"}
     unknown = sorted(set(params) - set(common_types) - set(method_types))
     if unknown:
         valid = sorted(set(common_types) | set(method_types))
-        raise ConfigError(
-            f"unknown parameter(s) {unknown} for method {spec.name!r}; valid parameters: {', '.join(valid)}"
-        )
-    common = {k: check_type(k, v, common_types[k]) for k, v in params.items() if k in common_types}
-    own = {k: check_type(k, v, method_types[k]) for k, v in params.items() if k in method_types}
-    cfg = RunConfig(**common, method_params=spec.params(**own))
-    cfg.device = resolve_device(cfg.device)
+        problems.append(f"unknown parameter(s) {unknown} for method {spec.name!r}; valid parameters: "
+                        f"{', '.join(valid)}")
+    common, own = _typed(params, common_types, problems), _typed(params, method_types, problems)
+    problems += range_problems({**common, **own})
+    try:
+        cfg = RunConfig(**common, method_params=spec.params(**own))
+        cfg.device = resolve_device(cfg.device)
+    except TypeError as err:  # a required field of the wrong type, already a problem
+        raise ConfigError(problems or [str(err)]) from None
+    except (ConfigError, ValueError) as err:
+        raise ConfigError([*problems, str(err)]) from None
     if cfg.eval_weights not in ("ema", "raw"):
-        raise ConfigError(f"parameter 'eval_weights' must be 'ema' or 'raw', got {cfg.eval_weights!r}")
-    for k in ("train_steps", "batch_size", "threads", "n_eval_samples", "checkpoint_every", "log_every"):
-        if getattr(cfg, k) < 1:
-            raise ConfigError(f"parameter {k!r} must be >= 1, got {getattr(cfg, k)}")
-    for k in ("curve_points", "curve_n"):
-        if getattr(cfg, k) < 0:
-            raise ConfigError(f"parameter {k!r} must be >= 0, got {getattr(cfg, k)}")
-    unknown = sorted({m.strip() for m in cfg.curve_metrics.split(",") if m.strip()} - set(SAMPLE_METRICS.names()))
-    if unknown:
-        raise ConfigError(f"parameter 'curve_metrics': unknown sample metric(s) {unknown}; "
-                          f"choose from {sorted(SAMPLE_METRICS.names())}")
+        problems.append(f"parameter 'eval_weights' must be 'ema' or 'raw', got {cfg.eval_weights!r}")
+    if not SUITE_NAME.fullmatch(cfg.suite):
+        problems.append(f"parameter 'suite' must be a plain folder name (letters, digits, '.', '_', '-', starting "
+                        f"with a letter or digit), got {cfg.suite!r}")
+    problems += name_problems(cfg, spec)
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # no backend forced: notebooks draw inline, headless savers choose Agg
+import pandas as pd
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from ebmbench.curves import floor_of  # noqa: E402
-from ebmbench.run import Run, sampler_plan  # noqa: E402
+from ebmbench.curves import floor_of
+from ebmbench.run import Run, sampler_plan
 
 
 def _show(ax, x: Tensor, title: str, box) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -107,7 +108,8 @@ def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
     """Every likelihood estimate of a run beside that run's exact value, with its error and cost."""
     ok = frame[frame.metric_status == "ok"]
     exact = ok[ok.metric.isin(EXACT_REFERENCES)]
-    exact = exact[[isinstance(m, dict) and m.get("likelihood_kind") == "exact" for m in exact.meta]]
+    # .loc: an empty boolean list would select no columns through [], and groupby("run_id") would raise
+    exact = exact.loc[[isinstance(m, dict) and m.get("likelihood_kind") == "exact" for m in exact.meta]]
     rows = []
     for run_id, ref in exact.groupby("run_id"):
         truth = ref.iloc[0]
@@ -185,40 +187,75 @@ def provenance_warning(frame: pd.DataFrame) -> str:
 
 
 def figures(suite_dir: Path | str) -> dict[str, Path]:
-    """Write the report's figures as PNG and SVG under results/<suite>/figures/."""
+    """Write the report's figures as PNG and SVG under results/<suite>/figures/; a figure without data (or one
+    that fails) is left out and says why, the others are still drawn."""
     suite_dir = Path(suite_dir)
     frame = load_results(suite_dir)
     out = suite_dir / "figures"
     out.mkdir(exist_ok=True)
-    made = {
-        "quality_vs_cost": plots.quality_vs_cost(frame),
-        "sample_grids": plots.suite_sample_grids(suite_dir, frame),
-        "training_curves": plots.suite_training_curves(suite_dir, frame),
-        "landscapes": plots.suite_landscapes(suite_dir, frame),
-        "learning_curves": plots.quality_vs_training_compute(*learning_curves(suite_dir)),
+    ok = frame[frame.metric_status == "ok"]
+    makers = {
+        "quality_vs_cost": lambda: plots.quality_vs_cost(frame) if ok.sampler.notna().any() else None,
+        "sample_grids": lambda: plots.suite_sample_grids(suite_dir, frame),
+        "training_curves": lambda: plots.suite_training_curves(suite_dir, frame),
+        "landscapes": lambda: plots.suite_landscapes(suite_dir, frame),
+        "learning_curves": lambda: plots.quality_vs_training_compute(*learning_curves(suite_dir)),
     }
     paths = {}
-    for name, fig in made.items():
+    for name, make in makers.items():
+        try:
+            fig = make()
+        except Exception as err:  # one broken figure must not cost the report the others
+            print(f"figure {name!r} not drawn: {type(err).__name__}: {err}")
+            continue
         if fig is None:
+            print(f"figure {name!r}: no run of {suite_dir.name} has the rows it needs")
             continue
         for ext in ("png", "svg"):
             fig.savefig(out / f"{name}.{ext}", dpi=120, bbox_inches="tight")  # legends sit outside the axes
+        plt.close(fig)  # saved, not shown: an inline backend would otherwise draw it a second time
         paths[name] = out / f"{name}.png"
     return paths
 
 
+def shown(table: pd.DataFrame, missing: str, digits: int | None = None) -> pd.DataFrame | None:
+    """A report section's table (rounded to ``digits``), or, when it is empty, a printed line saying what is
+    missing."""
+    if len(table):
+        return table.round(digits) if digits is not None else table
+    print(missing)
+    return None
+
+
+class RenderError(RuntimeError):
+    """A report notebook raised in a cell; its HTML was still written, with the traceback in place."""
+
+
 def render(suite_dir: Path | str, notebook: str = "report.ipynb") -> Path:
-    """Execute a report notebook for a suite and export it to results/<suite>/<name>.html."""
+    """Execute a report notebook for a suite and export it to results/<suite>/<name>.html.
+
+    Every cell runs even when an earlier one raises, and the HTML is written either way; then a cell error
+    raises ``RenderError`` naming the HTML and the first failing cell.
+    """
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
 
+    from ebmbench.suites import kernel_environment
+
     suite_dir = Path(suite_dir).resolve()
     executed = suite_dir / notebook
-    pm.execute_notebook(str(NOTEBOOKS_DIR / notebook), str(executed),
-                        parameters={"suite_dir": str(suite_dir)}, progress_bar=False,
-                        kernel_name="python3", cwd=str(NOTEBOOKS_DIR), extra_arguments=KERNEL_ARGS)
+    failure = ""
+    try:
+        with kernel_environment():
+            pm.execute_notebook(str(NOTEBOOKS_DIR / notebook), str(executed),
+                                parameters={"suite_dir": str(suite_dir)}, progress_bar=False, allow_errors=True,
+                                kernel_name="python3", cwd=str(NOTEBOOKS_DIR), extra_arguments=KERNEL_ARGS)
+    except pm.PapermillExecutionError as err:
+        failure = f"cell In [{err.exec_count}] raised {err.ename}: {err.evalue}"
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(executed, as_version=4))
     path = executed.with_suffix(".html")
     atomic_write_text(path, html)
+    if failure:
+        raise RenderError(f"{path}: {failure} (the HTML shows the traceback)")
     return path

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +125,7 @@ def make_rows(run: dict[str, Any], values: list[MetricValue]) -> list[dict[str, 
             "flops_per_sample": cost.get("flops_per_sample"), "wall_s_per_sample": cost.get("wall_s_per_sample"),
             "batch_size": cost.get("batch_size"), "threads": cost.get("threads", run.get("threads")),
             "created_at": created, "meta": v.meta, "train_step": v.train_step,
+            "train_flops": run.get("train_flops"),  # counted training FLOPs of the run (None: not counted)
         }
         if v.train_step is not None:  # a learning-curve point: training compute up to that step
             row.update(train_wall_s=v.train_wall_s, train_flops=v.train_flops)
@@ -183,18 +185,64 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot write {type(o).__name__} to a result record")
 
 
+def result_problem(record: Any) -> str:
+    """Why a parsed result.json cannot be used ('' when it can): a record with its run status and its rows."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    if record.get("run_status") not in RUN_STATUSES:
+        return f"run_status {record.get('run_status')!r} is not one of {RUN_STATUSES}"
+    rows = record.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return "it holds no result rows"
+    if not all(isinstance(r, dict) and "metric" in r and "config_hash" in r for r in rows):
+        return "a row lacks its metric or config_hash"
+    return ""
+
+
+def move_result_aside(path: Path, why: str) -> None:
+    """Rename an unusable result file to ``<name>.corrupt-<UTC time>`` (kept for a person) and say so on stderr."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    dest = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        path.rename(dest)
+        done = f"moved it aside to {dest.name}: the run reruns"
+    except OSError as err:
+        done = f"could not move it aside ({err.strerror}): delete it to rerun the run"
+    print(f"warning: {path} is not a usable result ({why}); {done}", file=sys.stderr)
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result record, or None: when there is none, and when it cannot be used (garbage, no rows),
+    in which case the file is moved aside with its path in the message, so that the run reruns."""
     path = Path(run_dir) / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:  # ValueError: bad JSON and bad UTF-8 alike
+        why = f"{type(err).__name__}: {err}"
+    else:
+        why = result_problem(record)
+        if not why:
+            return record
+    move_result_aside(path, why)
+    return None
 
 
 MANIFEST = "suite.json"
 
 
 def current_run_ids(suite_dir: Path | str) -> set[str] | None:
-    """The run ids of the suite as last executed (its manifest), or None without a manifest."""
+    """The run ids of the suite as last executed (its manifest), or None without a (readable) manifest."""
     path = Path(suite_dir) / MANIFEST
-    return set(json.loads(path.read_text())["run_ids"]) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return set(json.loads(path.read_text())["run_ids"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"warning: {path} cannot be read ({type(err).__name__}: {err}); every run folder is reported, "
+              "and the next `ebmbench run` rewrites it", file=sys.stderr)
+        return None
 
 
 def load_results(suite_dir: Path | str, curves: bool = False):  # -> pandas.DataFrame
@@ -208,9 +256,9 @@ def load_results(suite_dir: Path | str, curves: bool = False):  # -> pandas.Data
 
     rows, wanted = [], current_run_ids(suite_dir)
     for path in sorted(Path(suite_dir).glob("runs/*/result.json")):
-        if wanted is None or path.parent.name in wanted:
-            rows.extend(r for r in json.loads(path.read_text())["rows"]
-                        if (r.get("train_step") is not None) == curves)
+        record = read_result(path.parent) if wanted is None or path.parent.name in wanted else None
+        if record is not None:  # an unusable file was moved aside, with its path on stderr
+            rows.extend(r for r in record["rows"] if (r.get("train_step") is not None) == curves)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample", "train_step",
                 "train_flops", "train_wall_s"):

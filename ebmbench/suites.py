@@ -23,23 +23,33 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR, NOTEBOOKS_DIR = ROOT / "suites", ROOT / "notebooks"
 # the kernel logs only errors: its warning that ZMQ runs over local TCP unencrypted, printed once per run,
 # buried the progress bar (a cell's own output and errors still land in the executed notebook)
-KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+# CRITICAL, not ERROR: jupyter_client interrupts a kernel before shutting it down, and the kernel logs that
+# interrupt as an ERROR ("KeyboardInterrupt caught in kernel") after every clean run
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 and the BLAS pools at one thread; a kernel that
 # inherited that spent a third of its CPU time in the OS (a digits NCSN run: 41 s user, 20 s system) and made
 # 2 workers on 2 cores barely faster than 1. Kernels get glibc's default and BLAS pools of the run's threads,
 # serially and on Dask alike.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-UNSET_ENV = ("MALLOC_TRIM_THRESHOLD_",)
-SUITE_KEYS = {"name", "description", "defaults", "runs"}
-ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params"}
+# MPLBACKEND: a user's (or CI's) MPLBACKEND=Agg would leave executed notebooks without figures; unset, the kernel
+# chooses its inline backend
+UNSET_ENV = ("MALLOC_TRIM_THRESHOLD_", "MPLBACKEND")
+# tqdm.auto warns in every kernel without ipywidgets, and the warning printed the venv's path into the HTML
+KERNEL_WARNINGS = "ignore:IProgress not found"
+SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout"}
+ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout"}
+DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
+LOCK = ".lock"
 
 
 class _KnownParameters(logging.Filter):
     """Drop papermill's 'Passed unknown parameter' warning: a notebook's parameters cell lists the
-    common ones only, and every parameter was already validated by ``config.resolve``."""
+    common ones only, and every parameter was already validated by ``config.resolve``. Drop nbclient's
+    'Timeout waiting for execute reply' too: a run past its limit is a failed row that says so."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Passed unknown parameter" not in record.getMessage()
+        message = record.getMessage()
+        return "Passed unknown parameter" not in message and "Timeout waiting for execute reply" not in message
 
 
 logging.getLogger("papermill").addFilter(_KnownParameters())
@@ -51,11 +61,12 @@ class SuiteError(ValueError):
 
 @dataclass
 class RunSpec:
-    """One run of a suite: its validated flat parameters and the notebook that executes it."""
+    """One run of a suite: its validated flat parameters, the notebook that executes it and its wall-clock limit."""
 
     params: dict[str, Any]
     cfg: config_mod.RunConfig
     notebook: Path
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @property
     def run_dir(self) -> Path:
@@ -65,61 +76,153 @@ class RunSpec:
 def suite_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
-        if not path.exists():
+        if not path.is_file():
             raise SuiteError(f"suite file {path} does not exist")
         return path
     path = SUITES_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
         raise SuiteError(f"unknown suite {name_or_path!r}; choose one of: {known} (or pass a .yaml path)")
     return path
 
 
-def _check_keys(where: str, d: Any, allowed: set[str]) -> None:
+def read_suite_file(path: Path) -> dict[str, Any]:
+    """The suite file's YAML mapping; a syntax error becomes one line with its position."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SuiteError(f"{path}: not valid YAML{at}: {problem}; fix the syntax there") from None
+    if not isinstance(doc, dict):
+        raise SuiteError(f"{path}: expected a mapping with keys {sorted(SUITE_KEYS)}, got {type(doc).__name__}")
+    return doc
+
+
+def suite_name(path: Path, doc: dict[str, Any], results_dir: str) -> str:
+    """The suite's name: a plain folder name whose resolved folder lies directly under the results folder."""
+    name = doc.get("name") or path.stem
+    if not isinstance(name, str) or not config_mod.SUITE_NAME.fullmatch(name):
+        raise SuiteError(f"{path}: name {name!r} is not a plain folder name; use letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit (e.g. name: my-suite)")
+    root = Path(results_dir).resolve()
+    folder = (root / name).resolve()
+    if folder.parent != root:
+        raise SuiteError(f"{path}: name {name!r} resolves to {folder}, outside the results folder {root}; "
+                         "rename the suite or remove the link")
+    return name
+
+
+def _key_problems(where: str, d: Any, allowed: set[str]) -> list[str]:
     if not isinstance(d, dict):
-        raise SuiteError(f"{where}: expected a mapping, got {type(d).__name__}")
+        return [f"{where}: expected a mapping, got {type(d).__name__} {d!r}"]
     unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise SuiteError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return [f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"] if unknown else []
 
 
-def _list(where: str, entry: dict, key: str) -> list:
+def _list_problems(where: str, entry: dict, key: str, kind: type, example: str) -> list[str]:
     value = entry.get(key)
-    if not isinstance(value, list) or not value:
-        raise SuiteError(f"{where}: {key!r} must be a non-empty list")
-    return value
+    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
+                                                           for v in value):
+        return [f"{where}: {key!r} must be a non-empty list of {kind.__name__}, e.g. {key}: {example}; "
+                f"got {value!r}"]
+    return []
+
+
+def _timeout_problems(where: str, d: dict) -> list[str]:
+    value = d.get("timeout", DEFAULT_TIMEOUT_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return [f"{where}: 'timeout' is a run's wall-clock limit in seconds, a number > 0 (e.g. timeout: 3600); "
+                f"got {value!r}"]
+    return []
+
+
+SET_BY_SUITE = {"seed": "the entry's seeds list (seeds: [0, 1, 2])", "dataset": "the entry's datasets list",
+                "method": "the entry's methods list", "suite": "the suite's name", "results_dir": "--results-dir"}
+
+
+def _set_by_suite(where: str, params: Any) -> list[str]:
+    """Parameters a suite sets itself: written in defaults or params they would be silently overridden."""
+    if not isinstance(params, dict):
+        return []
+    return [f"{where}: {k!r} is set by {SET_BY_SUITE[k]}, not as a parameter" for k in params if k in SET_BY_SUITE]
+
+
+def entry_problems(where: str, entry: Any) -> list[str]:
+    """Problems of one `runs` entry's structure (its keys, lists, seeds, mappings and timeout)."""
+    problems = _key_problems(where, entry, ENTRY_KEYS)
+    if not isinstance(entry, dict):
+        return problems
+    problems += _list_problems(where, entry, "datasets", str, "[eight_gaussians]")
+    problems += _list_problems(where, entry, "methods", str, "[ddpm]")
+    if "seeds" in entry:
+        problems += _list_problems(where, entry, "seeds", int, "[0, 1, 2]")
+    if not isinstance(entry.get("params") or {}, dict):
+        problems.append(f"{where}: 'params' must be a mapping of parameter: value, got {entry['params']!r}")
+    problems += _set_by_suite(f"{where}.params", entry.get("params"))
+    per_method = entry.get("method_params") or {}
+    # any registered method may be named (YAML anchors share one block), a misspelled one may not
+    problems += _key_problems(f"{where}.method_params", per_method, set(METHODS.names()))
+    if isinstance(per_method, dict):
+        problems += [f"{where}.method_params.{m}: must be a mapping of parameter: value, got {v!r}"
+                     for m, v in per_method.items() if not isinstance(v or {}, dict)]
+        problems += [p for m, v in per_method.items() for p in _set_by_suite(f"{where}.method_params.{m}", v)]
+    return problems + _timeout_problems(where, entry)
+
+
+def _problem_lines(bad: dict[tuple[str, str], list[str]]) -> list[str]:
+    """One line per (entry, problem), naming its first run and how many more share it."""
+    lines = []
+    for (where, problem), combos in bad.items():
+        more = len(combos) - 1
+        runs = combos[0] if not more else f"{combos[0]}, and {more} more run{'s' if more > 1 else ''}"
+        lines.append(f"{where} ({runs}): {problem}")
+    return lines
 
 
 def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[str, Any] | None = None
                ) -> tuple[str, list[RunSpec]]:
-    """Parse and validate a suite file into runs; every run's parameters are validated up front."""
+    """Parse and validate a suite file into runs. Every run's parameters are validated up front, and every
+    problem of the file is reported at once, one line each, in one ``SuiteError``."""
     path = suite_path(name_or_path)
-    doc = yaml.safe_load(path.read_text()) or {}
-    _check_keys(str(path), doc, SUITE_KEYS)
-    name = doc.get("name") or path.stem
+    doc = read_suite_file(path)
+    name = suite_name(path, doc, results_dir)
+    problems = _key_problems(str(path), doc, SUITE_KEYS) + _timeout_problems(str(path), doc)
     defaults = doc.get("defaults") or {}
-    _check_keys(f"{path}: defaults", defaults, set(defaults))
+    problems += [] if isinstance(defaults, dict) else [f"{path}: defaults: expected a mapping, got {defaults!r}"]
+    problems += _set_by_suite(f"{path}: defaults", defaults)
+    entries = doc.get("runs") or []
+    if not isinstance(entries, list):
+        problems.append(f"{path}: 'runs' must be a list of entries (- datasets: [...]), got {type(entries).__name__}")
+        entries = []
     runs: list[RunSpec] = []
-    for i, entry in enumerate(doc.get("runs") or []):
+    bad: dict[tuple[str, str], list[str]] = {}
+    for i, entry in enumerate(entries):
         where = f"{path}: runs[{i}]"
-        _check_keys(where, entry, ENTRY_KEYS)
+        structure = entry_problems(where, entry)
+        if structure:
+            problems += structure
+            continue
+        timeout = entry.get("timeout", doc.get("timeout", DEFAULT_TIMEOUT_S))
         per_method = entry.get("method_params") or {}
-        # any registered method may be named (YAML anchors share one block), a misspelled one may not
-        _check_keys(f"{where}.method_params", per_method, set(METHODS.names()))
-        combos = itertools.product(_list(where, entry, "datasets"), _list(where, entry, "methods"),
-                                   entry.get("seeds", [0]))
-        for dataset, method, seed in combos:
-            params = {**defaults, **(entry.get("params") or {}), **per_method.get(method, {}),
-                      "dataset": dataset, "method": method, "seed": seed, "suite": name,
-                      "results_dir": str(Path(results_dir).resolve()), **(overrides or {})}
+        for dataset, method, seed in itertools.product(entry["datasets"], entry["methods"], entry.get("seeds", [0])):
+            params = {**(defaults if isinstance(defaults, dict) else {}), **(entry.get("params") or {}),
+                      **(per_method.get(method) or {}), "dataset": dataset, "method": method, "seed": seed,
+                      "suite": name, "results_dir": str(Path(results_dir).resolve()), **(overrides or {})}
             try:
                 cfg = config_mod.resolve(params)
-            except (config_mod.ConfigError, KeyError) as err:
-                raise SuiteError(f"{where} ({dataset}, {method}, seed {seed}): {err}") from None
+            except config_mod.ConfigError as err:
+                for problem in err.problems:
+                    bad.setdefault((where, problem), []).append(f"{dataset}, {method}, seed {seed}")
+                continue
             # inject every resolved parameter: the notebook's own defaults must never apply in a suite
-            runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook))
-    if not runs:
-        raise SuiteError(f"{path}: the suite lists no runs")
+            runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout))
+    problems += _problem_lines(bad)
+    if not entries:
+        problems.append(f"{path}: the suite lists no runs; add entries under runs:")
+    if problems:
+        raise SuiteError("\n".join(problems))
     ids = [r.cfg.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")
@@ -128,12 +231,38 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
 
 def is_finished(spec: RunSpec, code: dict[str, Any]) -> bool:
     """Finished = an ok or diverged result from the same config hash and the same code version
-    (the commit, plus a hash of any uncommitted changes)."""
+    (the commit, plus a hash of any uncommitted changes). An unreadable result is moved aside: not finished."""
     record = read_result(spec.run_dir)
     if not record or record.get("run_status") not in ("ok", "diverged"):
         return False
     row = record["rows"][0]
-    return row["config_hash"] == spec.cfg.config_hash and row["versions"].get("code") == code["versions"]["code"]
+    return (row.get("config_hash") == spec.cfg.config_hash
+            and (row.get("versions") or {}).get("code") == code["versions"]["code"])
+
+
+@contextlib.contextmanager
+def suite_lock(suite_dir: Path) -> Iterator[None]:
+    """Hold ``<suite_dir>/.lock`` while a suite runs: a second ``ebmbench run`` on the same folder is refused
+    (the lock is the kernel's: it goes with the process, also when the process is killed)."""
+    import fcntl
+
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    with open(suite_dir / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SuiteError(f"{suite_dir} is in use by another `ebmbench run` ({holder}); wait for it to end, "
+                             "or pass another --results-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class InfrastructureError(RuntimeError):
@@ -141,12 +270,16 @@ class InfrastructureError(RuntimeError):
 
 
 @contextlib.contextmanager
-def kernel_environment(threads: int) -> Iterator[None]:
-    """os.environ as a run's kernel should inherit it (see THREAD_ENV), restored afterwards."""
-    saved = {k: os.environ.get(k) for k in (*THREAD_ENV, *UNSET_ENV)}
-    os.environ.update({k: str(threads) for k in THREAD_ENV})
+def kernel_environment(threads: int | None = None) -> Iterator[None]:
+    """os.environ as a kernel should inherit it (see THREAD_ENV, UNSET_ENV, KERNEL_WARNINGS), restored afterwards;
+    ``threads=None`` leaves the thread settings as they are."""
+    names = (*THREAD_ENV, *UNSET_ENV, "PYTHONWARNINGS")
+    saved = {k: os.environ.get(k) for k in names}
+    if threads is not None:
+        os.environ.update({k: str(threads) for k in THREAD_ENV})
     for k in UNSET_ENV:
         os.environ.pop(k, None)
+    os.environ["PYTHONWARNINGS"] = ",".join(w for w in (saved["PYTHONWARNINGS"], KERNEL_WARNINGS) if w)
     try:
         yield
     finally:
@@ -157,28 +290,33 @@ def kernel_environment(threads: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def execute(spec: RunSpec, *, timeout_s: int | None = None) -> str:
+def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
     """Execute one run's notebook with papermill; returns the run status it ended with.
 
-    A notebook error or a timeout is a ``failed`` record at once; a dead kernel or a
-    missing completion marker raises ``InfrastructureError`` so that the caller may retry.
+    A notebook error, or running past the wall-clock limit (``timeout_s``, else the spec's), is a ``failed``
+    record at once; a dead kernel or a missing completion marker raises ``InfrastructureError`` so that the
+    caller may retry.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    run_dir = spec.run_dir
+    run_dir, limit = spec.run_dir, timeout_s or spec.timeout_s
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT).unlink(missing_ok=True)
+    deadline = time.monotonic() + limit
     try:
         with kernel_environment(spec.cfg.threads):
+            # each cell may take what is left of the run's limit (nbclient's limits are per cell)
             pm.execute_notebook(str(spec.notebook), str(run_dir / "notebook.ipynb"), parameters=spec.params,
-                                progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
-                                cwd=str(spec.notebook.parent), extra_arguments=KERNEL_ARGS)
+                                progress_bar=False, kernel_name="python3", cwd=str(spec.notebook.parent),
+                                extra_arguments=KERNEL_ARGS,
+                                timeout_func=lambda cell: max(1.0, deadline - time.monotonic()))
     except pm.PapermillExecutionError as err:
         failed_record(spec.params, run_dir, f"notebook raised {err.ename}: {err.evalue}")
         return "failed"
-    except CellTimeoutError as err:
-        failed_record(spec.params, run_dir, f"a cell ran past the timeout of {timeout_s} s: {err}")
+    except CellTimeoutError:
+        failed_record(spec.params, run_dir, f"the run ran past its wall-clock limit of {limit:g} s and its kernel was "
+                                            "stopped; raise `timeout` in its suite entry or pass --timeout")
         return "failed"
     except DeadKernelError as err:  # papermill does not mark a dead kernel as a cell error
         raise InfrastructureError(f"the kernel died: {err}") from err
@@ -188,9 +326,10 @@ def execute(spec: RunSpec, *, timeout_s: int | None = None) -> str:
     return record["run_status"]
 
 
-def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: int | None = None) -> str:
+def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: float | None = None) -> str:
     """``execute``, retrying infrastructure deaths up to ``retries`` times, then a failed record."""
-    for _ in range(retries + 1):
+    last: InfrastructureError | None = None
+    for _ in range(max(retries, 0) + 1):
         try:
             return execute(spec, timeout_s=timeout_s)
         except InfrastructureError as err:
@@ -224,13 +363,13 @@ class SuiteSummary:
 
 
 def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
-              retries: int = 2, timeout_s: int | None = None, progress: bool = True,
+              retries: int = 2, timeout_s: float | None = None, progress: bool = True,
               manifest: list[str] | None = None) -> SuiteSummary:
     """Execute every unfinished run, serially (workers=0) or as Dask tasks, then aggregate.
 
     Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
     (e.g. a dask-jobqueue cluster's address). Rerunning skips runs whose config hash and
-    commit match a finished (ok or diverged) result.
+    commit match a finished (ok or diverged) result. ``timeout_s`` overrides every run's wall-clock limit.
     """
     code = provenance("cpu")
     t0 = time.perf_counter()
@@ -251,7 +390,7 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
 
 
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
-              timeout_s: int | None, progress: bool) -> dict[str, str]:
+              timeout_s: float | None, progress: bool) -> dict[str, str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm

@@ -113,7 +113,7 @@ def load_resumable(run_dir: Path, key: dict[str, str], device: torch.device) -> 
     if not path.exists():
         return None, ""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
+        ckpt = torch.load(path, map_location=device, weights_only=True)  # tensors and primitives: runs no code
     except Exception as err:  # a truncated or corrupt file: keep it for a person, train afresh
         return None, move_aside(run_dir, f"{path} could not be read ({type(err).__name__}: {err})")
     found = {k: ckpt.get(k) for k in key}

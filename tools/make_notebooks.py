@@ -166,6 +166,11 @@ n_eval_samples = 1000  # type: int - samples per evaluation sampler
     curve_keys=("loss", "free_energy_gap", "recon_error"),
 )
 
+LIKELIHOOD_TABLES = ("tables = report.likelihood_tables(frame)\nfor kind, table in tables.items():\n"
+                     "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))\n"
+                     "if not tables:\n"
+                     "    print(\"no ok likelihood row: every likelihood metric was skipped (skip_metrics), \"\n"
+                     "          \"failed or does not apply to these models (see 'Not measured' in report.html)\")")
 REPORT_INTRO = ("# Suite report\n\nEvery number below comes from `results/<suite>/runs/*/result.json`; "
                 "a diverged or failed run is counted beside each cell, never dropped. Each cell is the mean over seeds "
                 "with a bootstrap 95% interval (3 or more seeds) or min and max (fewer). `floor` is the real-vs-real "
@@ -187,7 +192,8 @@ rep = nb([
     new_markdown_cell("## Runs by status"),
     new_code_cell("report.run_status_table(frame)"),
     new_markdown_cell("## Sample quality against sampling cost (headline)"),
-    new_code_cell("figures = report.figures(suite_dir)\nImage(filename=str(figures[\"quality_vs_cost\"]))"),
+    new_code_cell("figures = report.figures(suite_dir)\nImage(filename=str(figures[\"quality_vs_cost\"])) "
+                  "if \"quality_vs_cost\" in figures else None"),
     new_markdown_cell("## Learning curves: quality against counted training FLOPs\n\n"
                       "The headline metric at every doubling of the training steps (seed mean, band +-1 standard "
                       "error); a star marks the step where a doubling first gains less than max(5 %, 2 standard "
@@ -203,10 +209,10 @@ rep = nb([
     new_markdown_cell("## Which metrics rank known degradations in order (the ladder)"),
     new_code_cell("report.ladder_table()"),
     new_markdown_cell("## Sample statistics per dataset, method and sampler"),
-    new_code_cell("report.metric_table(frame).round(5)"),
+    new_code_cell("report.shown(report.metric_table(frame), \"no ok sample-quality row: every run failed or every \"\n"
+                  "             \"sample metric was skipped (see 'Not measured' below)\", 5)"),
     new_markdown_cell("## Likelihoods, by kind"),
-    new_code_cell("for kind, table in report.likelihood_tables(frame).items():\n"
-                  "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))"),
+    new_code_cell(LIKELIHOOD_TABLES),
     new_markdown_cell("## Samples of every method"),
     new_code_cell("Image(filename=str(figures[\"sample_grids\"])) if \"sample_grids\" in figures else None"),
     new_markdown_cell("## 2D: every method's density against the truth"),
@@ -256,17 +262,21 @@ lik = nb([
     params('suite_dir = "../results/quick"  # type: str - the suite folder to read'),
     new_code_cell("import matplotlib.pyplot as plt\nimport pandas as pd\nfrom IPython.display import display\n\n"
                   "from ebmbench import report\nfrom ebmbench.results import load_results\n\n"
-                  "pd.set_option(\"display.width\", 200)\nframe = load_results(suite_dir)\nlen(frame)"),
+                  "pd.set_option(\"display.width\", 200)\nframe = load_results(suite_dir)\n"
+                  "print(f\"{len(frame)} result rows under {suite_dir}\")"),
     new_markdown_cell("## Estimators against the exact value of the same model"),
-    new_code_cell("errors = report.estimator_vs_exact(frame)\nerrors.round(4)"),
+    new_code_cell("errors = report.estimator_vs_exact(frame)\n"
+                  "report.shown(errors, \"no run has both an exact likelihood (quadrature, flow, RBM) \"\n"
+                  "             \"and an estimate (AIS, PF-ODE, ELBO) of the same model: nothing to compare\", 4)"),
     new_markdown_cell("## Estimator cost against its error"),
-    new_code_cell("fig, ax = plt.subplots(figsize=(5, 3.5))\nfor name, g in errors.groupby(\"estimator\"):\n"
-                  "    ax.scatter(g.wall_s, g.error.abs(), label=name)\n"
-                  "ax.set_xscale(\"log\")\nax.set_xlabel(\"wall clock of the estimate (s)\")\n"
-                  "ax.set_ylabel(\"|estimate - exact| (nats)\")\nax.legend(fontsize=8);"),
+    new_code_cell("if len(errors):\n    fig, ax = plt.subplots(figsize=(5, 3.5))\n"
+                  "    for name, g in errors.groupby(\"estimator\"):\n"
+                  "        ax.scatter(g.wall_s, g.error.abs(), label=name)\n"
+                  "    ax.set_xscale(\"log\")\n    ax.set_xlabel(\"wall clock of the estimate (s)\")\n"
+                  "    ax.set_ylabel(\"|estimate - exact| (nats)\")\n    ax.legend(fontsize=8)\n"
+                  "else:\n    print(\"no estimator beside an exact value: no figure\")"),
     new_markdown_cell("## Likelihood tables by kind (digits, binarized digits, patches and the 2D densities)"),
-    new_code_cell("for kind, table in report.likelihood_tables(frame).items():\n"
-                  "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))"),
+    new_code_cell(LIKELIHOOD_TABLES),
 ])
 
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,

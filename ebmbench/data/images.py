@@ -167,16 +167,42 @@ def read_cifar10(root: str | Path | None = None, check_integrity: bool = True
         raise _missing("CIFAR-10", folder, absent, "cifar10_dataset")
     problems = [f"{name}: md5 mismatch" for files in lists.values() for name, digest in files
                 if not _md5_ok(folder / name, digest)]
+    if check_integrity:  # before a byte is unpickled
+        _integrity_failed("CIFAR-10", problems, check_integrity)
     out = {}
     for split, files in lists.items():
-        # the official format is a python pickle (torchvision reads it the same way)
-        batches = [pickle.loads((folder / name).read_bytes(), encoding="latin1") for name, _ in files]
+        # the official format is a python pickle (torchvision reads it the same way), read by an unpickler that
+        # builds numpy arrays and nothing else, so that even an unchecked file cannot run code
+        batches = [_unpickle_batch(folder / name) for name, _ in files]
         images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
         labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
         out[split] = (images, labels)
     problems += _count_problems("cifar10", {s: len(v[0]) for s, v in out.items()})
     _integrity_failed("CIFAR-10", problems, check_integrity)
     return out
+
+
+# what a CIFAR-10 batch pickle may name: numpy's array reconstruction (old and new module paths) and bytes
+BATCH_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays; any other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _unpickle_batch(path: Path) -> dict:
+    """One CIFAR-10 python batch through ``_BatchUnpickler``; a refused file names itself."""
+    try:
+        with open(path, "rb") as f:
+            return _BatchUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: not a CIFAR-10 batch ({err}); replace it with the official file") from None
 
 
 def _count_problems(kind: str, counts: dict[str, int]) -> list[str]:
