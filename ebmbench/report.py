@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -227,6 +228,11 @@ def shown(table: pd.DataFrame, missing: str, digits: int | None = None) -> pd.Da
     return None
 
 
+# nbconvert's lab template loads require.js and MathJax from a CDN; the reports need neither (no widgets, no math),
+# and without them the HTML is self-contained and opens offline
+REMOTE_SCRIPT = re.compile(r'<script src="https?://[^"]*">\s*</script>')
+
+
 class RenderError(RuntimeError):
     """A report notebook raised in a cell; its HTML was still written, with the traceback in place."""
 
@@ -255,7 +261,7 @@ def render(suite_dir: Path | str, notebook: str = "report.ipynb") -> Path:
         failure = f"cell In [{err.exec_count}] raised {err.ename}: {err.evalue}"
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(executed, as_version=4))
     path = executed.with_suffix(".html")
-    atomic_write_text(path, html)
+    atomic_write_text(path, REMOTE_SCRIPT.sub("", html))
     if failure:
         raise RenderError(f"{path}: {failure} (the HTML shows the traceback)")
     return path

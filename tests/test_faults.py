@@ -91,7 +91,9 @@ def test_reports_render_without_any_likelihood_estimate(finished):
         assert f"{name}: {suite_dir / name}.html" in finished.out
     html = (suite_dir / "likelihood.html").read_text()
     assert "no run has both an exact likelihood" in html and "Traceback" not in html
-    assert "IProgress not found" not in (suite_dir / "report.html").read_text()  # no warning that prints a path
+    page = (suite_dir / "report.html").read_text()
+    assert "IProgress not found" not in page  # no warning that prints the venv's path
+    assert '<script src="http' not in page  # self-contained: no CDN script
 
 
 def test_report_sections_take_empty_gan_only_and_one_dataset_frames(finished):
