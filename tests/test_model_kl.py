@@ -159,6 +159,6 @@ def test_forward_kl_of_the_quadrature_row_is_paired_with_the_true_density_row() 
                               MetricValue("nll_pf_ode", None, status="failed", reason="solver failed")])
     assert len(rows) == 1
     row = rows[0]
-    assert (row.metric, row.value, row.stderr) == ("forward_kl", meta["forward_kl"], meta["forward_kl_stderr"])
+    assert (row.metric, row.value, row.stderr) == ("forward_kl_heldout", meta["forward_kl"], meta["forward_kl_stderr"])
     assert row.meta["from_metric"] == "nll_heldout" and row.meta["likelihood_kind"] == "exact"
     assert row.meta["n"] == row.n_samples == 3000
