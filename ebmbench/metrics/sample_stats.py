@@ -44,15 +44,20 @@ def median_bandwidth(ref: Tensor) -> float:
     return float(torch.cdist(x, x)[i, j].median())
 
 
-def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> float:
-    """Unbiased U-statistic MMD^2 (Gretton et al. 2012, eq. 3), RBF kernel exp(-|a-b|^2 / (2 h^2))."""
+def _mmd_sets(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int, int]:
+    """Both sets flattened to float64 on x's device, with their sizes; at least 2 each, equal dimension."""
     a, b = _flat64(x), _flat64(y)
     n, m = a.shape[0], b.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"unbiased MMD^2 needs at least 2 samples per set, got {n} and {m}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
-    b = b.to(a.device)
+    return a, b.to(a.device), n, m
+
+
+def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> float:
+    """Unbiased U-statistic MMD^2 (Gretton et al. 2012, eq. 3), RBF kernel exp(-|a-b|^2 / (2 h^2))."""
+    a, b, n, m = _mmd_sets(x, y)
 
     def kernel(d: Tensor) -> Tensor:
         return torch.exp(-(d**2) / (2.0 * bandwidth**2))
@@ -89,13 +94,8 @@ def mmd2_multiscale(x: Tensor, y: Tensor, bandwidths: tuple[float, ...]) -> floa
     h = torch.as_tensor(bandwidths, dtype=torch.float64)
     if h.numel() == 0 or bool((h <= 0).any()):
         raise ValueError(f"bandwidths must be a non-empty list of positive lengths, got {bandwidths}")
-    a, b = _flat64(x), _flat64(y)
-    n, m = a.shape[0], b.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError(f"unbiased MMD^2 needs at least 2 samples per set, got {n} and {m}")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
-    b, inv = b.to(a.device), (-0.5 / h**2).tolist()
+    a, b, n, m = _mmd_sets(x, y)
+    inv = (-0.5 / h**2).tolist()
 
     def kernel(d: Tensor) -> Tensor:  # in place on the distance block: no fresh 8 MB buffers per bandwidth
         d2, out, buf = d.square_(), torch.zeros_like(d), torch.empty_like(d)
