@@ -157,18 +157,19 @@ def test_smoke_suite_runs_every_notebook_and_the_report(smoke_serial, capsys):
     suite_dir = res / "smoke"
     assert "report: " in out and (suite_dir / "report.html").stat().st_size > 10_000
     assert (suite_dir / "reproduce.html").exists()
-    for name in ("quality_vs_cost", "sample_grids", "training_curves", "landscapes"):
+    for name in ("quality_vs_cost", "sample_grids", "training_curves", "landscapes", "learning_curves"):
         assert (suite_dir / "figures" / f"{name}.png").exists() and (suite_dir / "figures" / f"{name}.svg").exists()
     frame = pd.read_parquet(suite_dir / "results.parquet")
     assert (frame.run_status == "ok").all()
+    assert sorted(frame.train_step.dropna().unique()) == [20, 40]  # curve rows at both curve points
     # every evaluated metric row says how long the metric itself took (the evaluation's own cost)
     eval_s = [json.loads(m).get("eval_s") for m in frame.meta]
     assert all(isinstance(t, float) and t >= 0 for t in eval_s), eval_s[:5]
     notebooks = {suites.NOTEBOOKS_DIR / METHODS.get(m).notebook for m in frame.method.unique()}
     assert {p.name for p in notebooks} == {p.name for p in suites.NOTEBOOKS_DIR.glob("train_*.ipynb")}
     for run_dir in (suite_dir / "runs").iterdir():
-        for name in ("config.json", "curves.jsonl", "result.json", "checkpoint.pt", "samples.png", "samples.pt",
-                     "notebook.ipynb"):
+        for name in ("config.json", "curves.jsonl", "curve_points.jsonl", "result.json", "checkpoint.pt",
+                     "samples.png", "samples.pt", "notebook.ipynb"):
             assert (run_dir / name).exists(), (run_dir.name, name)
     # a second invocation runs nothing and says so
     assert cli.main(["run", "smoke", "--results-dir", str(res), "--no-report"]) == 0

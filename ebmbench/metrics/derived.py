@@ -20,6 +20,7 @@ def forward_kl_values(values: list[MetricValue]) -> list[MetricValue]:
         MetricValue(forward_kl_name(v.metric), v.meta["forward_kl"], v.meta.get("forward_kl_stderr"),
                     n_samples=v.meta.get("n"),
                     meta={"from_metric": v.metric, "likelihood_kind": v.meta.get("forward_kl_kind"),
-                          "n": v.meta.get("n"), "units": "nats", "definition": FORWARD_KL_DEFINITION})
+                          "n": v.meta.get("n"), "units": "nats", "definition": FORWARD_KL_DEFINITION,
+                          "eval_s": 0.0})  # computed inside the likelihood row, whose eval_s includes it
         for v in values if v.status == "ok" and v.meta.get("forward_kl") is not None
     ]
