@@ -51,10 +51,12 @@ def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
             values = g.value.to_numpy(float)
             own = np.nanmean(g.stderr.to_numpy(float) ** 2) / len(values) if g.stderr.notna().any() else 0.0
             seeds = np.var(values, ddof=1) / len(values) if len(values) > 1 else 0.0
+            known = g.stderr.notna().any() or len(values) > 1  # FID of one seed: no standard error (NaN)
             floor = float(np.nanmean([floor_of(m) for m in g.meta])) if g.metric.iloc[0] == metric else 0.0
             rows.append({"dataset": dataset, "family": g.family.iloc[0], "method": method, "sampler": sampler,
                          "metric": metric, "train_step": int(step), "value": float(values.mean()),
-                         "se": math.sqrt(own + seeds), "floor": floor, "excess": float(values.mean()) - floor,
+                         "se": math.sqrt(own + seeds) if known else math.nan, "floor": floor,
+                         "excess": float(values.mean()) - floor,
                          "seeds": len(values), "train_flops": g.train_flops.mean(),
                          "train_wall_s": g.train_wall_s.mean(), "threads": g.threads.iloc[0]})
     return pd.DataFrame(rows)
@@ -69,8 +71,9 @@ def flattening_step(steps: list[int], excess: list[float], se: list[float], rel:
     noise while the curve goes on falling (NCSN on eight_gaussians: 0.40 -> 0.32 nats at 4k -> 8k steps, then
     0.30 -> 0.18 at 16k -> 32k), and a budget read there would stop the curve on a transient plateau.
     """
-    def gains(i: int) -> bool:
-        threshold = max(rel * abs(excess[i]), n_se * math.sqrt(se[i] ** 2 + se[i + 1] ** 2))
+    def gains(i: int) -> bool:  # an unknown standard error (NaN) leaves only the relative part of the rule
+        noise = math.sqrt(sum(e**2 for e in (se[i], se[i + 1]) if not math.isnan(e)))
+        threshold = max(rel * abs(excess[i]), n_se * noise)
         return excess[i] - excess[i + 1] >= threshold
 
     gaining = [gains(i) for i in range(len(steps) - 1)]

@@ -80,3 +80,11 @@ def test_density_curve_is_drawn_beside_the_samplers_but_never_sets_the_budget():
     drawn = table[table.sampler == "density (quadrature)"]
     assert len(drawn) == 4 and (drawn.floor == 0).all() and drawn.value.min() == pytest.approx(0.05)
     assert curves.budgets(table).sampler.tolist() == ["ddim"]
+
+
+def test_one_seed_without_a_metric_error_has_no_standard_error_and_uses_the_relative_rule():
+    rows = [{**r, "metric": "fid_domain", "dataset": "digits", "stderr": None, "meta": {"floor": 13.0}}
+            for r in _rows("ddpm", [60.0, 30.0, 20.0, 19.8])]
+    table = curves.curve_table(pd.DataFrame(rows))
+    assert table.se.isna().all()
+    assert curves.budgets(table).budget_steps.iloc[0] == 400  # 20 -> 19.8 gains 3 % of the excess 7

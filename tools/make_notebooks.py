@@ -196,8 +196,9 @@ rep = nb([
                   "if \"quality_vs_cost\" in figures else None"),
     new_markdown_cell("## Learning curves: quality against counted training FLOPs\n\n"
                       "The headline metric at every doubling of the training steps (seed mean, band +-1 standard "
-                      "error); a star marks the step where a doubling first gains less than max(5 %, 2 standard "
-                      "errors) of the excess over the floor. `flattened = False`: the curve still improves at the "
+                      "error; none for a one-seed FID); a star marks the budget: the first step from which no doubling "
+                      "gains more than max(5 %, 2 standard errors) of the excess over the floor, on the method's "
+                      "best sampler. `flattened = False`: the last doubling still gained, and the budget is the "
                       "last step trained."),
     new_code_cell("Image(filename=str(figures[\"learning_curves\"])) if \"learning_curves\" in figures else None"),
     new_code_cell("curve_table, budget_table = report.learning_curves(suite_dir)\nbudget_table.round(4)"),
