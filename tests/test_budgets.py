@@ -23,6 +23,9 @@ def test_flattening_step_waits_for_the_curve_to_stay_flat():
     steps = [100, 200, 400, 800, 1600]
     excess = [1.0, 0.98, 0.5, 0.49, 0.485]  # a plateau at 100 -> 200, then a real gain: flat only from 400
     assert curves.flattening_step(steps, excess, [0.0] * 5) == (400, True)
+    # each doubling inside 2 SE (0.057), the fall from the first point outside them: not flat there
+    slow = [0.08, 0.04, 0.035, 0.0]
+    assert curves.flattening_step(steps[:4], slow, [0.02] * 4) == (200, True)
     worse = [1.0, 0.5, 0.6, 0.7, 0.8]  # gets worse after 200 (an EBM whose chains stop mixing): budget 200
     assert curves.flattening_step(steps, worse, [0.0] * 5) == (200, True)
 
@@ -31,8 +34,9 @@ def test_flattening_step_noise_rule_and_still_improving():
     steps = [100, 200, 400]
     excess = [1.0, 0.8, 0.6]
     assert curves.flattening_step(steps, excess, [0.01] * 3) == (400, False)  # every doubling gains 20 %
-    # the same gains inside 2 standard errors of the gain (2 * sqrt(0.1^2 + 0.1^2) = 0.28 > 0.2): flat at once
-    assert curves.flattening_step(steps, excess, [0.1] * 3) == (100, True)
+    # each doubling inside 2 standard errors of a difference (2 * sqrt(0.1^2 + 0.1^2) = 0.28 > 0.2), but
+    # 100 -> 400 gains 0.4, outside them: flat from 200, which nothing later beats by more than 0.28
+    assert curves.flattening_step(steps, excess, [0.1] * 3) == (200, True)
 
 
 def _rows(method: str, values: list[float], seed: int = 0, stderr: float = 0.01) -> list[dict]:
