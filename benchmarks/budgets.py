@@ -45,9 +45,9 @@ def markdown(table, budgets, suite_dir: Path, commit: str) -> str:
         "that drifts) gets its best region. `flattened = False` means only the last point qualifies: the budget "
         "is then the last step trained, a lower bound on what the family needs. The standard error of a 2D "
         "point is the reverse KL's own (per-sample terms, N = 1000); a one-seed FID has none (`nan`), so only "
-        "the relative part of the rule applies to it. At N = 500 one draw's FID varies by about 4 (SD 4.06 over 10 draws of "
-        "500 of the 1257 training digits, measured against the same test reference), so FID points closer "
-        "than that are not resolved.",
+        "the relative part of the rule applies to it. At N = 500 one draw's FID varies by about 4 (SD 4.06 "
+        "over 10 draws of 500 of the 1257 training digits, against the same test reference), so FID points "
+        "closer than that are not resolved.",
         "",
         "![quality against training compute](budgets.png)",
         "",
