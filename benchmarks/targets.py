@@ -95,14 +95,20 @@ def describe(t: Target) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite-dir", default=str(ROOT / "results" / "quick"))
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     args = parser.parse_args()
     frame = load_results(args.suite_dir)
     if frame.empty:
         raise SystemExit(f"no rows under {args.suite_dir}: run `make benchmark` first")
     out = [{"dataset": t.dataset, "method": t.method, "target": describe(t), **evaluate(frame, t)} for t in TARGETS]
     table = pd.DataFrame(out)[["dataset", "method", "sampler", "target", "measured", "met"]]
-    with pd.option_context("display.width", 250, "display.max_colwidth", 80):
-        print(table.to_string(index=False))
+    if args.markdown:
+        print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+        for _, r in table.iterrows():
+            print("| " + " | ".join(str(v) if k != "met" else ("yes" if v else "**no**") for k, v in r.items()) + " |")
+    else:
+        with pd.option_context("display.width", 250, "display.max_colwidth", 80):
+            print(table.to_string(index=False))
     print(f"{int(table.met.sum())} of {len(table)} targets met")
 
 
