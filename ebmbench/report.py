@@ -147,7 +147,10 @@ def ladder_table() -> pd.DataFrame:
 
     rows = [{"metric": name, "headline": getattr(m, "headline", False), "ladder": getattr(m, "ladder", "untested"),
              "cite": m.cite} for name, m in ((n, registry.get(n)) for n in registry.names())]
-    return pd.DataFrame(rows).sort_values(["headline", "ladder", "metric"], ascending=[False, False, True])
+    order = {"passed": 0, "failed": 1, "untested": 2}
+    table = pd.DataFrame(rows)
+    return table.sort_values(["ladder", "metric"], key=lambda c: c.map(order) if c.name == "ladder" else c,
+                             ignore_index=True)
 
 
 def learning_curves(suite_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:

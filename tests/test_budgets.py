@@ -92,3 +92,13 @@ def test_one_seed_without_a_metric_error_has_no_standard_error_and_uses_the_rela
     table = curves.curve_table(pd.DataFrame(rows))
     assert table.se.isna().all()
     assert curves.budgets(table).budget_steps.iloc[0] == 400  # 20 -> 19.8 gains 3 % of the excess 7
+
+
+def test_report_ladder_table_lists_the_passed_headline_metrics_first():
+    from ebmbench import report
+
+    table = report.ladder_table()
+    passed = table[table.ladder == "passed"]
+    assert set(passed.metric) == {"reverse_kl", "fid_domain"} and passed.headline.all()
+    assert list(table.index[: len(passed)]) == list(passed.index)  # passed first, then failed, then untested
+    assert set(table[table.ladder == "failed"].metric) >= {"mmd2", "energy_distance", "mode_coverage"}
