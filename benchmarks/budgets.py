@@ -36,7 +36,10 @@ def markdown(table, budgets, suite_dir: Path, commit: str) -> str:
         "Each run of the calibration suite trains one family far past the default suite's old budget and evaluates "
         "its headline metric (2D: reverse KL(q||p) in nats, k-NN entropy; digits: FID on the domain classifier's "
         "features, N = 500) at every doubling of the training steps, with the EMA weights that the final evaluation "
-        "uses. **Rule:** the budget is the first curve point s (steps double between points) that no later point "
+        "uses. Curves are one seed at the default suite's N, except checkerboard DDPM and NCSN: three seeds at "
+        "N = 4000 (`seeds` column below), because one seed at N = 1000 could not resolve their fall from 32k to "
+        "64k steps; the spread over seeds enters their standard errors. **Rule:** the budget is the first curve "
+        "point s (steps double between points) that no later point "
         f"beats by more than max({REL_GAIN:.0%} of the excess over the floor at s, {N_SE:g} standard errors of the "
         "difference), read on the curve of the family's best evaluation sampler (lowest value at the last step). "
         "Every later point is compared, not only the next doubling: on one seed a single doubling often gains "
@@ -62,10 +65,12 @@ def markdown(table, budgets, suite_dir: Path, commit: str) -> str:
                      f"{b.value_at_budget:.4g} +- {b.se_at_budget:.2g} | {b.floor:.4g} | {b.value_at_end:.4g} "
                      f"({b.steps_trained}) | {b.train_flops_at_budget:.3g} | {b.train_wall_s_at_budget:.0f} |")
     lines += ["", "## Every curve point", "",
-              "| dataset | method | sampler | metric | step | value | se | excess over floor | FLOPs | wall s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| dataset | method | sampler | metric | step | seeds | value | se | excess over floor | FLOPs "
+              "| wall s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.sort_values(["dataset", "method", "sampler", "train_step"]).iterrows():
-        lines.append(f"| {r.dataset} | {r.method} | {r.sampler} | {r.metric} | {r.train_step} | {r.value:.4g} | "
+        lines.append(f"| {r.dataset} | {r.method} | {r.sampler} | {r.metric} | {r.train_step} | {r.seeds} "
+                     f"| {r.value:.4g} | "
                      f"{r.se:.2g} | {r.excess:.4g} | {r.train_flops:.3g} | {r.train_wall_s:.1f} |")
     return "\n".join(lines) + "\n"
 
