@@ -67,7 +67,7 @@ class RunConfig:
 
     def skipped(self, metric: str) -> bool:
         """Whether ``metric`` is listed in skip_metrics."""
-        return metric in [m.strip() for m in self.skip_metrics.split(",")]
+        return metric in split_names(self.skip_metrics)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method_params"}
@@ -159,7 +159,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _names(csv: str) -> list[str]:
+def split_names(csv: str) -> list[str]:
+    """The names of a comma-separated parameter (samplers, skip_metrics, curve_*), blanks dropped."""
     return [s.strip() for s in csv.split(",") if s.strip()]
 
 
@@ -188,7 +189,7 @@ def name_problems(cfg: RunConfig, spec: Any) -> list[str]:
     problems = []
     every = set(SAMPLE_METRICS.names()) | set(MODEL_METRICS.names())
     for key, known, kind in (("curve_metrics", every, "metric"), ("skip_metrics", every, "metric")):
-        unknown = sorted(set(_names(getattr(cfg, key))) - known)
+        unknown = sorted(set(split_names(getattr(cfg, key))) - known)
         if unknown:
             problems.append(f"parameter {key!r}: unknown {kind}(s) {unknown}; choose from {sorted(known)}")
     try:
@@ -196,13 +197,13 @@ def name_problems(cfg: RunConfig, spec: Any) -> list[str]:
     except (ValueError, TypeError, KeyError) as err:
         return problems + [f"the evaluation samplers of method {cfg.method!r} cannot be planned: {err}"]
     known = sorted({name for name, _ in plan})
-    unknown = sorted(set(_names(cfg.samplers)) - set(known))
+    unknown = sorted(set(split_names(cfg.samplers)) - set(known))
     if unknown:
         problems.append(f"parameter 'samplers': {unknown} not evaluated by {cfg.method!r}; choose from {known}")
-    kept = [(n, b) for n, b in plan if not _names(cfg.samplers) or n in _names(cfg.samplers)]
+    kept = [(n, b) for n, b in plan if not split_names(cfg.samplers) or n in split_names(cfg.samplers)]
     names = [n for n, _ in kept]  # a sampler kept at several budgets is labelled by its steps (run.sampler_plan)
     labels = set(names) | {f"{n}@{b.get('steps')}" for n, b in kept if names.count(n) > 1}
-    unknown = sorted(set(_names(cfg.curve_samplers)) - labels)
+    unknown = sorted(set(split_names(cfg.curve_samplers)) - labels)
     if unknown:
         problems.append(f"parameter 'curve_samplers': {unknown} not evaluated by this run; "
                         f"choose from {sorted(labels)}")

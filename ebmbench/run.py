@@ -90,7 +90,7 @@ def sampler_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
     is labelled by its steps (``ddim@10``), so rows never collide."""
     plan = run.spec.eval_samplers(run.cfg.method_params)
     if run.cfg.samplers:
-        wanted = [s.strip() for s in run.cfg.samplers.split(",") if s.strip()]
+        wanted = config_mod.split_names(run.cfg.samplers)
         known = sorted({name for name, _ in plan})
         unknown = sorted(set(wanted) - set(known))
         if unknown:
@@ -102,13 +102,9 @@ def sampler_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
             for name, budget in plan]
 
 
-def _names(csv: str) -> list[str]:
-    return [s.strip() for s in csv.split(",") if s.strip()]
-
-
 def curve_plan(run: Run) -> list[tuple[str, str, dict[str, Any]]]:
     """The evaluation samplers drawn at learning-curve points (``curve_samplers``; empty: all of them)."""
-    plan, wanted = sampler_plan(run), _names(run.cfg.curve_samplers)
+    plan, wanted = sampler_plan(run), config_mod.split_names(run.cfg.curve_samplers)
     if not wanted:
         return plan
     known = sorted({label for label, _, _ in plan} | {name for _, name, _ in plan})
@@ -140,7 +136,7 @@ def curve_point(run: Run, model: GenerativeModel, step: int) -> list[dict[str, A
     apply to the dataset (reverse KL on images) is left out, one that breaks is a failed record.
     """
     cfg, records = run.cfg, []
-    names = _names(cfg.curve_metrics)
+    names = config_mod.split_names(cfg.curve_metrics)
     metrics = [SAMPLE_METRICS.get(m) for m in names if m in SAMPLE_METRICS.names()]
     n = cfg.curve_n or cfg.n_eval_samples
     for metric in (MODEL_METRICS.get(m) for m in names if m in MODEL_METRICS.names()):
