@@ -9,14 +9,14 @@ Every process writes its noisy variable as x = s(sigma) * (x0 + sigma * z), z ~ 
 The *scaled coordinates* are x_hat = x / s(sigma) = x0 + sigma z. A model with capability
 ``score`` exposes ``score(x_hat, sigma) = grad_{x_hat} log p_sigma(x_hat)`` where
 p_sigma = p_data * N(0, sigma^2 I), always in these scaled (VE) coordinates, plus its
-``noise_process`` (with the sigma range it was trained on). So any VE sampler (annealed
-Langevin, EDM solvers) runs on any score model, whatever its native parameterization.
+``noise_process`` (with the sigma range it was trained on); ``ebmbench.protocol.ScoreModel`` writes
+this promise down. So any VE sampler (annealed Langevin, EDM solvers) runs on any score model, whatever
+its native parameterization.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -127,11 +127,3 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> Tensor:
     if n == 1:
         return torch.tensor([float(sigma_min)], dtype=torch.float64)
     return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), n, dtype=torch.float64)
-
-
-class ScoreModel(Protocol):
-    """What capability ``score`` promises: the score in scaled coordinates and the noise process."""
-
-    noise_process: NoiseProcess
-
-    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor: ...

@@ -5,6 +5,9 @@ A model is an ``nn.Module`` that declares its primitive capabilities (``energy``
 network in a ``CountingNet`` so that cost is counted rather than computed by formula,
 and draws ``Samples`` (tensor + cost) through named samplers from one registry.
 Metrics only ever see this interface; they never ask which family a model is.
+
+A declared capability is a promise of methods, written down below as a ``Protocol`` per capability
+(``CAPABILITY_PROTOCOLS``); samplers and metrics are typed against these, never against a model class.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from ebmbench.registry import Registry
+
+if TYPE_CHECKING:
+    from ebmbench.noise import NoiseProcess
 
 
 @dataclass(frozen=True)
@@ -233,3 +239,80 @@ class GenerativeModel(nn.Module):
         )
         params = {**allowed, **budget}
         return Samples(torch.cat(chunks), cost, spec.name, params, temperature, info)
+
+
+# ---------------------------------------------------------------- capabilities as written protocols
+# A model that declares a capability (``model.has(name)``) implements the protocol of that name.
+# Samplers and metrics type their ``model`` argument with these; they never import a method module.
+
+
+@runtime_checkable
+class EnergyModel(Protocol):
+    """Capability ``energy``: an unnormalized density exp(-E(x)) on the support box."""
+
+    support: Box
+
+    def energy(self, x: Tensor) -> Tensor:
+        """E(x) per sample, counted through the model's ``CountingNet``."""
+        ...
+
+
+@runtime_checkable
+class ScoreModel(Protocol):
+    """Capability ``score``: the score in scaled (VE) coordinates and the noise process (see ``ebmbench.noise``)."""
+
+    noise_process: NoiseProcess
+
+    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """grad_x log p_sigma(x) at x = x0 + sigma z; ``sigma`` a float or one value per sample."""
+        ...
+
+
+@runtime_checkable
+class EpsModel(Protocol):
+    """Capability ``eps_prediction``: a noise-prediction network on a discrete diffusers schedule (DDPM).
+
+    ``make_*_scheduler`` return fresh diffusers schedulers with the model's pinned settings
+    (``scheduler_config()``); ``shape`` is one sample's shape.
+    """
+
+    shape: tuple[int, ...]
+
+    def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Predicted noise eps_theta(x_t, t) for integer (or fractional) timesteps ``t`` of shape (B,)."""
+        ...
+
+    def scheduler_config(self) -> dict[str, Any]: ...
+
+    def make_ddpm_scheduler(self) -> Any: ...
+
+    def make_ddim_scheduler(self) -> Any: ...
+
+    def make_ddim_inverse_scheduler(self) -> Any: ...
+
+    def make_dpm_scheduler(self) -> Any: ...
+
+
+@runtime_checkable
+class GibbsModel(Protocol):
+    """Capability ``gibbs``: a Bernoulli-Bernoulli RBM, E(v, h) = -b.v - c.h - h.W v on binary v and h."""
+
+    def gibbs_sweep(self, v: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """One counted block Gibbs sweep v -> h -> v': (v', p(v' = 1 | h), F(v))."""
+        ...
+
+    def ais_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W (H x D), b (D), c (H)), detached: what annealing from a base-rate RBM needs."""
+        ...
+
+    def exact_sample(self, n: int, generator: torch.Generator) -> Tensor | None:
+        """n exact draws of v ~ exp(-F(v)) / Z in float64, or None when that is intractable (too many hidden units)."""
+        ...
+
+
+CAPABILITY_PROTOCOLS: dict[str, type] = {
+    "energy": EnergyModel,
+    "score": ScoreModel,
+    "eps_prediction": EpsModel,
+    "gibbs": GibbsModel,
+}
