@@ -1,4 +1,5 @@
-"""Every built-in dataset, method and sampler, registered in one place."""
+"""Every built-in dataset, method, sampler and metric, registered in one place (metrics: every module of
+``ebmbench.metrics`` registers itself; ``ebmbench.metrics.registry`` imports them all)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ from ebmbench.data.images import cifar10_dataset, digits_dataset, fashion_mnist_
 from ebmbench.data.patches import patches8_dataset, patches32_dataset
 from ebmbench.data.toy2d import DENSITIES, make_toy_dataset
 from ebmbench.methods.base import METHODS
-from ebmbench.metrics.fidelity import METRICS as FIDELITY_METRICS
-from ebmbench.metrics.registry import SAMPLE_METRICS
+from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS
 from ebmbench.protocol import SAMPLERS
 from ebmbench.registry import Registry
 
@@ -35,8 +35,6 @@ DATASETS.register("digits_binary", partial(digits_dataset, binarized=True))
 for _name, _build in [("mnist", mnist_dataset), ("fashion_mnist", fashion_mnist_dataset),
                       ("cifar10", cifar10_dataset), ("patches8", patches8_dataset), ("patches32", patches32_dataset)]:
     DATASETS.register(_name, _build)
-for _metric in FIDELITY_METRICS:  # fidelity.py imports registry.py, so it registers here, not there
-    SAMPLE_METRICS.register(_metric.name, _metric)
 
 
 @cache
@@ -45,4 +43,4 @@ def load_dataset(name: str) -> Dataset:
     return DATASETS.get(name)()
 
 
-__all__ = ["DATASETS", "METHODS", "SAMPLERS", "load_dataset"]
+__all__ = ["DATASETS", "METHODS", "MODEL_METRICS", "SAMPLERS", "SAMPLE_METRICS", "load_dataset"]

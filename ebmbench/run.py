@@ -210,7 +210,7 @@ def measure(metric: Metric, *args: Any, cfg: RunConfig | None = None) -> tuple[s
     if cfg is not None and cfg.skipped(metric.name):
         return "not_applicable", f"skipped by the run's skip_metrics parameter ({cfg.skip_metrics})"
     try:
-        return "ok", metric.fn(*args, **metric.kwargs(cfg))
+        return "ok", metric(*args, **metric.kwargs(cfg))  # NotApplicable from metric.requires first
     except NotApplicable as why:
         return "not_applicable", str(why)
     except Exception as err:  # a metric that breaks is a failed row, never a silent gap

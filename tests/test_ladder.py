@@ -19,7 +19,7 @@ from torch import Tensor
 import ebmbench.builtins  # noqa: F401  (registers the fidelity metrics)
 from ebmbench.builtins import load_dataset
 from ebmbench.data.toy2d import DENSITIES, EightGaussians, get_density
-from ebmbench.metrics import ladder, registry
+from ebmbench.metrics import ladder, sample_metrics
 from ebmbench.metrics.registry import SAMPLE_METRICS, Metric, NotApplicable
 from ebmbench.metrics.sample_stats import mmd2_multiscale
 
@@ -124,7 +124,7 @@ def test_every_density_has_rungs_and_the_first_is_exact() -> None:
 def test_length_scales_are_dyadic_from_the_finest_feature_to_half_the_box() -> None:
     assert EightGaussians().length_scales() == (0.2, 0.4, 0.8, 1.6)
     for name in DENSITIES:
-        d = registry.toy_density(name)
+        d = sample_metrics.toy_density(name)
         h, half = d.length_scales(), (d.box.high - d.box.low) / 2
         assert h[0] == d.finest_scale and h[-1] <= half < 2 * h[-1]
         assert all(b == pytest.approx(2 * a) for a, b in zip(h, h[1:]))
@@ -147,24 +147,24 @@ def test_digits_rungs_draw_what_they_say() -> None:
 def test_reverse_kl_row_meta_floor_and_stderr() -> None:
     ds = load_dataset("eight_gaussians")
     fn = SAMPLE_METRICS.get("reverse_kl").fn
-    runs = [fn(x, ds) for x in registry.exact_sample_sets("eight_gaussians", 1000)]
+    runs = [fn(x, ds) for x in sample_metrics.exact_sample_sets("eight_gaussians", 1000)]
     value, se, meta = runs[0]
     assert {"floor", "floor_sd", "above_floor", "k", "n", "entropy", "cross_entropy", "n_clamped"} <= set(meta)
-    assert meta["k"] == registry.KL_K and meta["n"] == 1000 and meta["n_clamped"] == 0
+    assert meta["k"] == sample_metrics.KL_K and meta["n"] == 1000 and meta["n_clamped"] == 0
     assert value == pytest.approx(-meta["entropy"] + meta["cross_entropy"])
     assert meta["above_floor"] == pytest.approx(value - meta["floor"])
     values = torch.tensor([v for v, _, _ in runs], dtype=torch.float64)
     assert meta["floor"] == pytest.approx(float(values.mean())) and meta["floor_sd"] == pytest.approx(values.std())
     assert 0.5 < se / float(values.std()) < 2.0  # the per-sample-term SE against the SD over 10 seeds
     assert 0.0 < meta["floor"] < 0.1 and meta["floor_sd"] < 0.05
-    hits = registry.reverse_kl_floor.cache_info().hits
-    fn(registry.exact_sample_sets("eight_gaussians", 1000)[1], ds)
-    assert registry.reverse_kl_floor.cache_info().hits == hits + 1  # one floor per (density, N) per process
+    hits = sample_metrics.reverse_kl_floor.cache_info().hits
+    fn(sample_metrics.exact_sample_sets("eight_gaussians", 1000)[1], ds)
+    assert sample_metrics.reverse_kl_floor.cache_info().hits == hits + 1  # one floor per (density, N) per process
 
 
 def test_mode_tv_row_meta() -> None:
     ds = load_dataset("checkerboard")
-    x = registry.exact_sample_sets("checkerboard", 1000)[0]
+    x = sample_metrics.exact_sample_sets("checkerboard", 1000)[0]
     value, se, meta = SAMPLE_METRICS.get("mode_tv").fn(x, ds)
     assert se is None and {"floor", "floor_sd", "high_quality_fraction", "counts", "n"} <= set(meta)
     assert len(meta["counts"]) == 8 and sum(meta["counts"]) + meta["off_count"] == 1000

@@ -17,14 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
+from ebmbench.mathutil import visible_logits
 from ebmbench.methods.diffusion import DDPM, DDPMParams
 from ebmbench.methods.ebm import EBM, PCDParams
 from ebmbench.methods.flow import Flow, RealNVPParams
-from ebmbench.methods.rbm import RBM, RBMNet, RBMParams, visible_logits
+from ebmbench.methods.rbm import RBM, RBMNet, RBMParams
 from ebmbench.methods.score import NCSN, NOISE_LABEL_SCALE, NCSNParams
 from ebmbench.metrics import ais, elbo, pf_ode
 from ebmbench.metrics.likelihood import log_partition_refined
-from ebmbench.metrics.registry import NotApplicable
+from ebmbench.metrics.registry import MODEL_METRICS, NotApplicable
 from ebmbench.nets.flow import RealNVP
 from ebmbench.protocol import Box
 
@@ -100,9 +101,7 @@ def all_binary(n: int) -> Tensor:
 
 def test_rbm_exact_samples_follow_the_enumerated_distribution() -> None:
     model = random_rbm(5, 3, scale=1.5, seed=1)
-    W, b, c = ais.rbm_parameters(model)
-    path = ais.RBMPath(W, b, c, torch.zeros(5))
-    v = path.exact_samples(20000, torch.Generator().manual_seed(0))
+    v = model.exact_sample(20000, torch.Generator().manual_seed(0))  # the GibbsModel capability AIS starts from
     with torch.no_grad():
         p = model.log_prob(all_binary(5)).exp()
     counts = torch.bincount((v * 2 ** torch.arange(5)).sum(1).long(), minlength=32).double()
@@ -132,8 +131,8 @@ def test_ais_on_an_enumerable_rbm_brackets_the_exact_log_z() -> None:
 
 
 def test_reverse_ais_without_an_exact_sampler_starts_from_long_chains_and_says_so(monkeypatch) -> None:
-    monkeypatch.setattr(ais, "MAX_ENUMERATED_HIDDEN", 2)  # pretend the 6 hidden units cannot be enumerated
     model = random_rbm(10, 6, scale=1.5)
+    monkeypatch.setattr(model, "exact_sample", lambda n, generator: None)  # pretend they cannot be enumerated
     data = torch.bernoulli(torch.full((200, 10), 0.3), generator=torch.Generator().manual_seed(0))
     dataset = Dataset("bits", data, data, data, model.support, "binary", levels=2)
     params = ais.AISParams(n_steps=100, runs=8, chains=8, start_steps=300)
@@ -203,14 +202,14 @@ def test_ais_rows_say_which_way_the_nll_errs() -> None:
         assert meta["forward_kl_kind"] == meta["likelihood_kind"] and meta["forward_kl_stderr"] >= meta["log_z_stderr"]
     binary = Dataset("bin", x, x, x, BOX, "binary", levels=2)
     with pytest.raises(NotApplicable, match="gibbs"):
-        ais.model_metric_ais_forward(model, binary)
+        MODEL_METRICS.get("nll_ais_forward")(model, binary)
     # without the reverse direction the forward row is unchanged (its own random stream) and reverse says why
     alone = dataclasses.replace(params, reverse=False)
     assert ais.nll_row(model, dataset, "forward", alone)[0] == low
     with pytest.raises(NotApplicable, match="reverse AIS was not run"):
         ais.nll_row(model, dataset, "reverse", alone)
     with pytest.raises(NotApplicable, match="energy"):
-        ais.model_metric_ais_forward(ncsn_gaussian(), dataset)
+        MODEL_METRICS.get("nll_ais_forward")(ncsn_gaussian(), dataset)  # answered from the metric's requires
 
 
 # ---------------------------------------------------------------- probability-flow ODE
@@ -348,7 +347,7 @@ def test_probability_flow_dequantizes_discrete_data() -> None:
     assert value == pytest.approx(expected - 2 * math.log(width), abs=3 * stderr)
     assert meta["likelihood_kind"] == "upper bound" and meta["bin_width"] == width
     with pytest.raises(NotApplicable, match="score"):
-        pf_ode.model_metric_pf_ode(mixture_ebm(), dataset)
+        MODEL_METRICS.get("nll_pf_ode")(mixture_ebm(), dataset)
 
 
 # ---------------------------------------------------------------- DDPM ELBO
@@ -477,7 +476,7 @@ def test_discretized_gaussian_decoder_matches_scipy() -> None:
                                         -1.0, 1.0)
     assert torch.isfinite(far).all() and float(far) > 1000  # 90 standard deviations away: stable log tail
     with pytest.raises(NotApplicable, match="eps_prediction"):
-        elbo.model_metric_elbo(ncsn_gaussian(), Dataset("g", x0.float(), x0.float(), x0.float(), BOX, "c"))
+        MODEL_METRICS.get("nll_elbo")(ncsn_gaussian(), Dataset("g", x0.float(), x0.float(), x0.float(), BOX, "c"))
 
 
 # ---------------------------------------------------------------- the metrics on freshly built (float32) models
@@ -504,7 +503,6 @@ def test_metrics_run_on_built_models(tiny_dataset: Dataset) -> None:
 
 def test_every_likelihood_row_uses_the_first_likelihood_points_of_the_test_split() -> None:
     from ebmbench.config import RunConfig
-    from ebmbench.metrics.registry import MODEL_METRICS
 
     cfg = RunConfig(dataset="eight_gaussians", method="pcd_ebm", likelihood_points=40, ais_steps=5, ais_runs=2,
                     ais_chains=2, pf_ode_tol=1e-3, elbo_t_samples=2, skip_metrics="nll_ais_reverse")

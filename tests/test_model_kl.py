@@ -141,7 +141,7 @@ def test_kl_rows_say_why_they_do_not_apply() -> None:
         capabilities = frozenset({"score"})
 
     with pytest.raises(NotApplicable, match="'energy' or 'log_prob'"):
-        MODEL_METRICS.get("kl_model_data").fn(ScoreOnly(nn.Linear(1, 1), BOX), gaussian_dataset(10))
+        MODEL_METRICS.get("kl_model_data")(ScoreOnly(nn.Linear(1, 1), BOX), gaussian_dataset(10))  # from requires
 
 
 def test_forward_kl_of_the_quadrature_row_is_paired_with_the_true_density_row() -> None:

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.ebm import EBM, PCDParams
+from ebmbench.metrics.density import quadrature_nll
 from ebmbench.metrics.likelihood import heldout_nll, log_partition_quadrature
-from ebmbench.metrics.registry import quadrature_nll
 from ebmbench.protocol import Box
 
 BOX = Box(-4.0, 4.0, (2,))

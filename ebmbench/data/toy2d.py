@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ebmbench.data.base import Dataset
+from ebmbench.mathutil import log_ndtr_diff
 from ebmbench.protocol import Box
 from ebmbench.registry import Registry
 
@@ -61,14 +62,6 @@ def _logsumexp(lj: Tensor) -> Tensor:
     m = lj.amax(1, keepdim=True)
     out = m[:, 0] + (lj - m).clamp_min_(-700.0).exp_().sum(1).log_()
     return torch.where(m[:, 0] == -math.inf, m[:, 0], out)  # all terms zero: -inf, not NaN
-
-
-def log_ndtr_diff(u: Tensor, v: Tensor) -> Tensor:
-    """log(Phi(u) - Phi(v)) for u > v, stable in both tails (reflects to the lower tail)."""
-    flip = v > 0
-    hi, lo = torch.where(flip, -v, u), torch.where(flip, -u, v)
-    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
 
 
 def _box_tail_bound(lo: Tensor, hi: Tensor, std: float, box: Box) -> Tensor:

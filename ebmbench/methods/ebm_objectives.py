@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
-from ebmbench.data.toy2d import log_ndtr_diff
+from ebmbench.mathutil import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.methods.ebm import EBM, EnergyNetParams, PCDParams, build_energy_net, energy_eval_samplers
 from ebmbench.protocol import Box

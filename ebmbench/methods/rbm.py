@@ -21,6 +21,7 @@ import torch.nn.functional as F  # noqa: N812  (the usual alias; F(v) in docstri
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
+from ebmbench.mathutil import visible_logits
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 
@@ -95,14 +96,25 @@ class RBMNet(nn.Module):
 
         By hand: no library enumerates RBM hidden states. Chunked so memory stays O(chunk * D).
         """
-        W, b, c = self.W.double(), self.b.double(), self.c.double()
-        bits = torch.arange(self.n_hidden, device=W.device)
-        parts = []
-        for lo in range(0, 2**self.n_hidden, LOG_Z_CHUNK):
-            idx = torch.arange(lo, min(lo + LOG_Z_CHUNK, 2**self.n_hidden), device=W.device)
-            h = ((idx.unsqueeze(1) >> bits) & 1).double()  # (chunk, H): the binary digits of idx
-            parts.append(torch.logsumexp(h @ c + F.softplus(F.linear(h, W.T, b)).sum(dim=1), dim=0))
+        parts = [torch.logsumexp(self.hidden_log_weights(lo, min(lo + LOG_Z_CHUNK, 2**self.n_hidden))[1], dim=0)
+                 for lo in range(0, 2**self.n_hidden, LOG_Z_CHUNK)]
         return torch.logsumexp(torch.stack(parts), dim=0)
+
+    def hidden_log_weights(self, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """Hidden states number lo..hi-1 as rows of bits h (float64), and their unnormalized log marginals
+        log sum_v exp(-E(v, h)) = c.h + sum_i softplus(b_i + (W^T h)_i): the one enumeration of hidden states."""
+        W, b, c = self.W.double(), self.b.double(), self.c.double()
+        idx = torch.arange(lo, hi, device=W.device)
+        h = ((idx.unsqueeze(1) >> torch.arange(self.n_hidden, device=W.device)) & 1).double()  # binary digits of idx
+        return h, h @ c + F.softplus(F.linear(h, W.T, b)).sum(dim=1)
+
+    def exact_sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """Exact v ~ exp(-F(v)) / Z in float64: h from its marginal over all 2^H hidden states, then v ~ p(v | h)."""
+        h_all, log_p = self.hidden_log_weights(0, 2**self.n_hidden)
+        pick = torch.multinomial(torch.softmax(log_p, dim=0).to(generator.device), n, replacement=True,
+                                 generator=generator)
+        h = h_all[pick.to(h_all.device)]
+        return torch.bernoulli(torch.sigmoid(F.linear(h, self.W.double().T, self.b.double())), generator=generator)
 
     def _hidden_input(self, flat: Tensor) -> Tensor:
         return F.linear(flat, self.W.to(flat.dtype), self.c.to(flat.dtype))  # c + W v
@@ -157,6 +169,17 @@ class RBM(GenerativeModel):
         log_z = self.log_partition()
         return -self.net(x.double(), "free_energy") - log_z
 
+    def ais_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W, b, c), detached: the ``gibbs`` capability's parameters for AIS (ebmbench.protocol.GibbsModel)."""
+        return self.rbm.W.detach(), self.rbm.b.detach(), self.rbm.c.detach()
+
+    def exact_sample(self, n: int, generator: torch.Generator) -> Tensor | None:
+        """n exact draws of v (float64) by enumerating the hidden states; None when there are too many of them."""
+        if self.rbm.n_hidden > MAX_ENUMERATED_HIDDEN:
+            return None
+        with torch.no_grad():
+            return self.rbm.exact_sample(n, generator)
+
 
 def gibbs(model: RBM, n: int, generator: torch.Generator, steps: int = 1000) -> SamplerOutput:
     """Fresh block Gibbs chains v -> h -> v of ``steps`` sweeps from Bernoulli(1/2) noise (Geman & Geman 1984)."""
@@ -172,13 +195,6 @@ def gibbs(model: RBM, n: int, generator: torch.Generator, steps: int = 1000) -> 
     info = {"init": "Bernoulli(1/2) noise", "nfe_unit": "one block Gibbs sweep v -> h -> v",
             "free_energy_trace": trace, "free_energy_trace_sweeps": at}
     return SamplerOutput(v, nfe=steps, info=info, temperature=1.0)
-
-
-def visible_logits(train: Tensor) -> Tensor:
-    """logit of each pixel's train mean, smoothed by Laplace's rule (k + 1) / (n + 2) so it stays finite."""
-    flat = train.flatten(1).double()
-    p = (flat.sum(dim=0) + 1) / (len(flat) + 2)
-    return torch.logit(p).float()
 
 
 def build_rbm(dataset: Dataset, params: RBMParams) -> RBM:

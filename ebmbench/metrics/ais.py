@@ -6,7 +6,8 @@ model, for 0 = beta_0 < beta_1 < ... < beta_K = 1 (K annealing steps, K - 1 inte
 - Continuous data: f_0 uniform on the support box, or a diagonal Gaussian truncated to it; transitions
   are HMC or Metropolis-adjusted Langevin (``hmc_chain``, ``mala_chain``) on U_beta = (1 - beta) E_0 + beta E,
   which reject moves that leave the box, so every f_beta is exactly the density on the box.
-- Binary models with capability ``gibbs`` (Bernoulli-Bernoulli RBMs exposing ``rbm`` with W, b, c): the
+- Binary models with capability ``gibbs`` (``ebmbench.protocol.GibbsModel``: a Bernoulli-Bernoulli RBM that
+  gives its W, b, c by ``ais_parameters()`` and exact samples by ``exact_sample()`` when it can): the
   path of Salakhutdinov & Murray 2008, geometric in the joint (v, h) from a base-rate RBM (W = 0, visible
   biases from the data marginals), so every intermediate distribution has block Gibbs conditionals.
 
@@ -22,16 +23,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from ebmbench.data.base import Dataset, tensors_hash
-from ebmbench.methods.rbm import MAX_ENUMERATED_HIDDEN, visible_logits
-from ebmbench.metrics import likelihood, registry
-from ebmbench.protocol import Box, GenerativeModel
+from ebmbench.mathutil import visible_logits
+from ebmbench.metrics import likelihood
+from ebmbench.metrics.base import Measured, Metric, NotApplicable, register
+from ebmbench.protocol import Box, GenerativeModel, GibbsModel
 from ebmbench.samplers.hmc import hmc_chain
 from ebmbench.samplers.mala import mala_chain
 
@@ -271,25 +274,6 @@ class RBMPath:
             self.sweeps += 1
         return v
 
-    def exact_samples(self, n: int, generator: torch.Generator) -> Tensor:
-        """Exact v ~ exp(-F(v)) / Z: h from its exact marginal over all 2^H states, then v ~ p(v | h)."""
-        n_hidden = self.W.shape[0]
-        idx = torch.arange(2**n_hidden, device=self.W.device)
-        h_all = ((idx.unsqueeze(1) >> torch.arange(n_hidden, device=self.W.device)) & 1).double()
-        log_p = h_all @ self.c + F.softplus(F.linear(h_all, self.W.T, self.b)).sum(dim=1)
-        pick = torch.multinomial(torch.softmax(log_p, dim=0).to(generator.device), n, replacement=True,
-                                 generator=generator)
-        h = h_all[pick.to(self.W.device)]
-        return torch.bernoulli(torch.sigmoid(F.linear(h, self.W.T, self.b)), generator=generator)
-
-
-def rbm_parameters(model: GenerativeModel) -> tuple[Tensor, Tensor, Tensor]:
-    """(W, b, c) of a model with capability ``gibbs``: a Bernoulli-Bernoulli RBM exposing ``rbm``."""
-    rbm = getattr(model, "rbm", None)
-    if rbm is None or not all(hasattr(rbm, k) for k in ("W", "b", "c")):
-        raise registry.NotApplicable("AIS for a 'gibbs' model needs its RBM parameters as model.rbm.W, .b, .c")
-    return rbm.W.detach(), rbm.b.detach(), rbm.c.detach()
-
 
 # ---------------------------------------------------------------- running both directions
 
@@ -364,11 +348,9 @@ def model_dtype(model: GenerativeModel) -> torch.dtype:
 def build_path(model: GenerativeModel, dataset: Dataset | None, params: AISParams) -> Path:
     """Block Gibbs on the RBM path for capability ``gibbs``; HMC/MALA on the energy for capability ``energy``."""
     if model.has("gibbs"):
-        W, b, c = rbm_parameters(model)
+        W, b, c = cast(GibbsModel, model).ais_parameters()
         b_base = visible_logits(dataset.train) if dataset is not None else torch.zeros_like(b)
         return RBMPath(W, b, c, b_base)
-    if not model.has("energy"):
-        raise registry.NotApplicable(f"AIS needs capability 'energy'; the model has {sorted(model.capabilities)}")
     base = continuous_base(model, dataset, params)
     return EnergyPath(model.energy, model.support, base, params, model_dtype(model), model.device)
 
@@ -377,12 +359,14 @@ def reverse_start(model: GenerativeModel, path: Path, n: int, params: AISParams,
                   ) -> tuple[Tensor, str, bool]:
     """Model samples to start reverse AIS from: (x, how they were drawn, approximate?).
 
-    Exact where the model allows it (an RBM with enumerable hidden units; a normalized density with a
-    one-shot sampler, cut to the box by rejection), the grid draw in 2D, else long-run chains (approximate).
+    Exact where the model allows it (an RBM's ``exact_sample``, e.g. by enumerating its hidden units; a
+    normalized density with a one-shot sampler, cut to the box by rejection), the grid draw in 2D, else
+    long-run chains (approximate).
     """
     if isinstance(path, RBMPath):
-        if path.W.shape[0] <= MAX_ENUMERATED_HIDDEN:
-            return path.exact_samples(n, generator), "exact: hidden units enumerated, then v ~ p(v | h)", False
+        v = cast(GibbsModel, model).exact_sample(n, generator)
+        if v is not None:
+            return v, "exact: hidden units enumerated, then v ~ p(v | h)", False
         v = path.transition(path.sample_base(n, generator), 1.0, generator, params.start_steps)
         return v, f"{params.start_steps} block Gibbs sweeps from the base-rate RBM", True
     if model.has("log_prob") and model.has("generate"):
@@ -408,7 +392,7 @@ def exact_by_rejection(model: GenerativeModel, n: int, generator: torch.Generato
         have += len(x)
         if have >= n:
             return torch.cat(kept)[:n]
-    raise registry.NotApplicable(f"only {have} of {n * max_rounds} model samples fell inside the support box")
+    raise NotApplicable(f"only {have} of {n * max_rounds} model samples fell inside the support box")
 
 
 def estimate_log_z(model: GenerativeModel, dataset: Dataset | None, params: AISParams | None = None,
@@ -429,7 +413,7 @@ def estimate_log_z(model: GenerativeModel, dataset: Dataset | None, params: AISP
     return results
 
 
-# ---------------------------------------------------------------- the metrics (registry signature)
+# ---------------------------------------------------------------- the metrics
 
 _CACHE: dict[tuple, dict[str, AISResult]] = {}
 
@@ -444,10 +428,9 @@ def cached_estimate(model: GenerativeModel, dataset: Dataset, params: AISParams)
 
 
 def check_applicable(model: GenerativeModel, dataset: Dataset) -> None:
-    if not (model.has("energy") or model.has("gibbs")):
-        raise registry.NotApplicable(f"AIS needs capability 'energy'; the model has {sorted(model.capabilities)}")
+    """Binary data needs a binary model: the registry has checked capability 'energy' or 'gibbs'."""
     if dataset.levels == 2 and not model.has("gibbs"):
-        raise registry.NotApplicable("binary data: AIS here anneals binary models by block Gibbs (capability "
+        raise NotApplicable("binary data: AIS here anneals binary models by block Gibbs (capability "
                                      "'gibbs'); a continuous density on the box is not a probability of 0/1 images")
 
 
@@ -472,7 +455,7 @@ def mean_energy(model: GenerativeModel, dataset: Dataset, params: AISParams, max
 
 
 def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AISParams | None = None,
-            max_points: int = 0) -> registry.Measured:
+            max_points: int = 0) -> Measured:
     """Held-out NLL = mean E(x) + log Z_hat with log Z from AIS in one direction; the bound's way is in meta.
 
     On the first ``max_points`` of the test split (0: all); with an exact data density (2D) the paired forward
@@ -481,7 +464,7 @@ def nll_row(model: GenerativeModel, dataset: Dataset, direction: str, params: AI
     check_applicable(model, dataset)
     params = params or AISParams()
     if direction == "reverse" and not params.reverse:
-        raise registry.NotApplicable("reverse AIS was not run (AISParams.reverse=False)")
+        raise NotApplicable("reverse AIS was not run (AISParams.reverse=False)")
     results = cached_estimate(model, dataset, params)
     r = results[direction]
     e, meta = mean_energy(model, dataset, params, max_points)
@@ -523,11 +506,16 @@ def kind_of(direction: str, dequantized: bool, approximate_start: bool) -> dict[
         "bound (conservative); with approximate_start it is an estimate")}
 
 
-def model_metric_ais_forward(model: GenerativeModel, dataset: Dataset) -> registry.Measured:
-    """NLL of the test split with log Z from forward AIS (Neal 2001): optimistic."""
-    return nll_row(model, dataset, "forward")
+def configure(cfg: Any) -> dict[str, Any]:
+    """The run's AIS budget and test points; a run that skips the reverse row does not pay for reverse AIS's
+    long start chains inside the forward row."""
+    return {"params": AISParams(n_steps=cfg.ais_steps, runs=cfg.ais_runs, chains=cfg.ais_chains, seed=cfg.seed,
+                                reverse=not cfg.skipped("nll_ais_reverse")), **likelihood.points_kwargs(cfg)}
 
 
-def model_metric_ais_reverse(model: GenerativeModel, dataset: Dataset) -> registry.Measured:
-    """NLL of the test split with log Z from reverse AIS (Grosse et al. 2015; Burda et al. 2015): conservative."""
-    return nll_row(model, dataset, "reverse")
+register(
+    Metric("nll_ais_forward", "model", partial(nll_row, direction="forward"),
+           "Neal 2001, annealed importance sampling", configure, requires="energy | gibbs"),
+    Metric("nll_ais_reverse", "model", partial(nll_row, direction="reverse"),
+           "Grosse et al. 2015 BDMC; Burda et al. 2015 RAISE", configure, requires="energy | gibbs"),
+)

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from ebmbench.data.base import Dataset
-from ebmbench.data.toy2d import log_ndtr_diff
-from ebmbench.metrics import likelihood, registry
-from ebmbench.protocol import GenerativeModel
+from ebmbench.mathutil import log_ndtr_diff
+from ebmbench.metrics import likelihood
+from ebmbench.metrics.base import Measured, Metric, NotApplicable, register
+from ebmbench.protocol import EpsModel, GenerativeModel
 
 VARIANCES = ("fixed_small", "fixed_large")
 
@@ -74,12 +75,12 @@ class Schedule:
         return var
 
 
-def model_schedule(model: GenerativeModel) -> Schedule:
+def model_schedule(model: EpsModel) -> Schedule:
     """beta, alpha-bar and the reverse variance of the model's pinned DDPM scheduler (diffusers), on its device."""
     scheduler = model.make_ddpm_scheduler()
     variance_type = scheduler.config.variance_type
     if variance_type not in VARIANCES:
-        raise registry.NotApplicable(f"variance_type {variance_type!r}: the bound is computed for {VARIANCES}")
+        raise NotApplicable(f"variance_type {variance_type!r}: the bound is computed for {VARIANCES}")
     beta, ab = (v.double().to(model.device) for v in (scheduler.betas, scheduler.alphas_cumprod))
     return Schedule(beta, ab, variance_type)
 
@@ -181,10 +182,10 @@ def negative_elbo(model: GenerativeModel, x: Tensor, width: float, low: float, h
 
 
 def model_metric_elbo(model: GenerativeModel, dataset: Dataset, params: ELBOParams | None = None
-                      ) -> registry.Measured:
-    """Held-out -ELBO of a noise-prediction diffusion model (Ho et al. 2020, eq. 5): an upper bound on its NLL."""
-    if not model.has("eps_prediction"):
-        raise registry.NotApplicable(f"needs capability 'eps_prediction'; the model has {sorted(model.capabilities)}")
+                      ) -> Measured:
+    """Held-out -ELBO of a noise-prediction diffusion model (Ho et al. 2020, eq. 5): an upper bound on its NLL.
+
+    ``model`` has capability ``eps_prediction`` (``ebmbench.protocol.EpsModel``); the registry checks it."""
     params = params or ELBOParams()
     generator = torch.Generator().manual_seed(params.seed)
     x = likelihood.heldout_points(dataset, params.max_points).to(model.device)
@@ -209,3 +210,12 @@ def model_metric_elbo(model: GenerativeModel, dataset: Dataset, params: ELBOPara
         **likelihood.forward_kl_meta(dataset, x, nll, "upper bound"),
     }
     return value, stderr, meta
+
+
+def configure(cfg: Any) -> dict[str, Any]:
+    """The run's test points, seed and timestep draws (``elbo_t_samples``)."""
+    return {"params": ELBOParams(max_points=cfg.likelihood_points, seed=cfg.seed, t_samples=cfg.elbo_t_samples)}
+
+
+register(Metric("nll_elbo", "model", model_metric_elbo, "Ho et al. 2020, eq. 5", configure,
+                requires="eps_prediction"))

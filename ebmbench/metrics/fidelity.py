@@ -30,7 +30,7 @@ from torch import Tensor
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import for_extractor, to_uint8
 from ebmbench.metrics import domain
-from ebmbench.metrics.registry import Measured, Metric, NotApplicable
+from ebmbench.metrics.base import Measured, Metric, NotApplicable, register
 from ebmbench.results import atomic_write_json
 
 # torch-fidelity and scipy.stats load lazily (seconds of import per notebook that never computes FID):
@@ -361,7 +361,7 @@ def sample_metric(metric: str, extractor: str = "domain") -> Callable[[Tensor, D
     return fn
 
 
-METRICS = [  # register each with SAMPLE_METRICS (ebmbench.metrics.registry)
+METRICS = [
     Metric("fid_domain", "samples", sample_metric("fid"), "Heusel et al. 2017, domain-classifier features",
            ladder="passed", headline=True),
     Metric("kid_domain", "samples", sample_metric("kid"), "Binkowski et al. 2018, domain-classifier features",
@@ -374,3 +374,4 @@ METRICS = [  # register each with SAMPLE_METRICS (ebmbench.metrics.registry)
     Metric("kid_inception", "samples", sample_metric("kid", "inception"), "Binkowski et al. 2018, Inception-v3"),
     Metric("is_inception", "samples", sample_metric("is", "inception"), "Salimans et al. 2016, Inception-v3"),
 ]
+register(*METRICS)

@@ -256,7 +256,7 @@ def bin_width(levels: int | None, box: Box) -> float:
 
 
 def dequantize(x: Tensor, width: float, generator: torch.Generator) -> Tensor:
-    """y = x + (u - 1/2) w, u ~ U[0, 1)^D: uniform over each level's bin (Theis et al. 2016); as registry.exact_nll."""
+    """y = x + (u - 1/2) w, u ~ U[0, 1)^D: uniform over each level's bin (Theis et al. 2016); as density.exact_nll."""
     u = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
     return x + (u - 0.5) * width
 
@@ -278,3 +278,8 @@ def dequantize_in_box(x: Tensor, width: float, box: Box, generator: torch.Genera
 def bits_per_dim(nll_nats: float, dim: int) -> float:
     """nats per sample -> bits per dimension."""
     return nll_nats / (dim * math.log(2))
+
+
+def points_kwargs(cfg: Any) -> dict[str, Any]:
+    """A likelihood metric's ``configure``: the first cfg.likelihood_points of the test split (0: all of it)."""
+    return {"max_points": cfg.likelihood_points}

@@ -38,8 +38,9 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from ebmbench.data.base import Dataset
-from ebmbench.metrics import likelihood, registry
-from ebmbench.protocol import GenerativeModel
+from ebmbench.metrics import likelihood
+from ebmbench.metrics.base import Measured, Metric, register
+from ebmbench.protocol import GenerativeModel, ScoreModel
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's adaptive RK solvers
 FIRST_STEP = 1e-3  # first step of the solve, as a fraction of ln(sigma_max / sigma_min)
@@ -90,7 +91,7 @@ def divergence_hutchinson(s: Tensor, x: Tensor, probe: Tensor) -> Tensor:
 class ProbabilityFlow:
     """Right-hand side of (x, Delta) in t = ln sigma: (-sigma^2 s, sigma^2 div s); counts its calls."""
 
-    def __init__(self, model: GenerativeModel, probe: Tensor | None, dtype: torch.dtype) -> None:
+    def __init__(self, model: ScoreModel, probe: Tensor | None, dtype: torch.dtype) -> None:
         self.model, self.probe, self.dtype, self.calls = model, probe, dtype, 0
 
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -192,10 +193,10 @@ def nll_summary(nll: Tensor) -> tuple[float, float, float | None]:
 
 
 def model_metric_pf_ode(model: GenerativeModel, dataset: Dataset, params: PFODEParams | None = None
-                        ) -> registry.Measured:
-    """Held-out NLL by the probability-flow ODE (Song et al. 2021); bits/dim with dequantization for discrete data."""
-    if not model.has("score"):
-        raise registry.NotApplicable(f"needs capability 'score'; the model has {sorted(model.capabilities)}")
+                        ) -> Measured:
+    """Held-out NLL by the probability-flow ODE (Song et al. 2021); bits/dim with dequantization for discrete data.
+
+    ``model`` has capability ``score`` (``ebmbench.protocol.ScoreModel``); the registry checks it."""
     params = params or PFODEParams()
     generator = torch.Generator(device=model.device).manual_seed(params.seed)
     x = likelihood.heldout_points(dataset, params.max_points).to(model.device, next(model.parameters()).dtype)
@@ -229,3 +230,13 @@ def model_metric_pf_ode(model: GenerativeModel, dataset: Dataset, params: PFODEP
         meta.update(convention="continuous density", **continuous_kind(exact, prior_bias[1]))
         meta.update(likelihood.forward_kl_meta(dataset, x, nll.mean(dim=0), meta["likelihood_kind"]))
     return value, stderr, meta
+
+
+def configure(cfg: Any) -> dict[str, Any]:
+    """The run's test points, seed and solver tolerance (``pf_ode_tol`` as both rtol and atol)."""
+    tol = cfg.pf_ode_tol
+    return {"params": PFODEParams(max_points=cfg.likelihood_points, seed=cfg.seed, rtol=tol, atol=tol)}
+
+
+register(Metric("nll_pf_ode", "model", model_metric_pf_ode, "Song et al. 2021, probability-flow ODE", configure,
+                requires="score"))
