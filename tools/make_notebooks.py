@@ -1,8 +1,34 @@
-"""Generates the committed notebooks (outputs empty). Run with the project's venv."""
+"""Generates the committed notebooks (outputs empty): ``python tools/make_notebooks.py [NAME ...]``.
+
+The parameters cell of each training notebook is written from the dataclasses, never copied by hand: the
+common parameters from ``ebmbench.config.RunConfig`` and the method's own from its params dataclass (the
+fields every method of that notebook shares with the same default), each with its type and the help of its
+field (``field.metadata["help"]`` or the comment beside the field). Cell ids are ``<notebook>-<index>``, so
+regenerating an unchanged notebook rewrites the same bytes; ``tests/test_notebooks.py`` checks that the
+committed notebooks are exactly this script's output. Rerun it after a dataclass changes.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import inspect
+import io
+import json
+import sys
+import textwrap
+import tokenize
+from pathlib import Path
+from typing import Any, get_type_hints
+
 import nbformat as nbf
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-OUT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "notebooks")
+from ebmbench.builtins import METHODS
+from ebmbench.config import RunConfig
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def nb(cells):
@@ -18,22 +44,110 @@ def params(src):
     return c
 
 
-COMMON = '''
-seed = 0  # type: int - seeds training, sampling and evaluation
-suite = "adhoc"  # type: str - results go to <results_dir>/<suite>/runs/<run_id>/
-results_dir = "../results"  # type: str - root folder of all suites
-device = "cpu"  # type: str - cpu | cuda | auto
-threads = 1  # type: int - torch threads, recorded with every timing
-'''
+# ---------------------------------------------------------------- parameters cells from the dataclasses
+
+# RunConfig fields every training notebook lists (names only: their defaults and help come from RunConfig)
+COMMON_FIELDS = ("seed", "suite", "results_dir", "device", "threads", "train_steps", "batch_size", "lr",
+                 "n_eval_samples", "samplers")
+# the one notebook value that differs from the dataclass default, and why: notebooks run from notebooks/
+NOTEBOOK_VALUES = {"results_dir": ("../results", "relative to notebooks/, where the notebook runs")}
 INJECT = ("Parameters not listed here (see `ebmbench list`, `ebmbench/config.py` and the method's params "
           "dataclass) can be injected too; an unknown name or a wrong type stops the run with an error naming it.")
 
 
-def train_nb(title, intro, param_src, family_cells, curve_keys=None):
+def comment_help(cls: type) -> dict[str, str]:
+    """The comment of each field of a dataclass's own body: ``name: type = default  # help``, or else the
+    comment lines right above the field."""
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+    lines = src.splitlines()
+    out = {}
+    for node in ast.parse(src).body[0].body:  # the class definition's statements
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if node.end_lineno in comments:
+            out[node.target.id] = comments[node.end_lineno]
+            continue
+        above, row = [], node.lineno - 1
+        while row in comments and lines[row - 1].lstrip().startswith("#"):
+            above.insert(0, comments[row])
+            row -= 1
+        if above:
+            out[node.target.id] = " ".join(above)
+    return out
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Help of every field of a dataclass: its ``metadata["help"]``, else its comment (subclass over base)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            out.update(comment_help(klass))
+    return {f.name: f.metadata.get("help", out.get(f.name, "")) for f in dataclasses.fields(cls)}
+
+
+def default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def line(name: str, value: Any, kind: type, help_: str) -> str:
+    """``name = value  # type: T - help``, strings in double quotes."""
+    literal = json.dumps(value) if isinstance(value, str) else repr(value)
+    return f"{name} = {literal}  # type: {kind.__name__}" + (f" - {help_}" if help_ else "")
+
+
+def methods_of(notebook: str) -> list[str]:
+    """The registered methods whose notebook this is."""
+    return [m for m in METHODS.names() if METHODS.get(m).notebook == f"{notebook}.ipynb"]
+
+
+def shared_method_fields(notebook: str, method: str) -> tuple[type, list[dataclasses.Field]]:
+    """The params dataclass of ``method``, and its fields that every method of the notebook has with the same
+    default (a field one method lacks would be an unknown parameter there, one whose default differs would
+    override that method's default). A field that is also a RunConfig field is left out: listing it would set
+    both."""
+    cls = METHODS.get(method).params
+    mine = {f.name: default(f) for f in dataclasses.fields(cls)}
+    others = [{f.name: default(f) for f in dataclasses.fields(METHODS.get(m).params)} for m in methods_of(notebook)]
+    common = {f.name for f in dataclasses.fields(RunConfig)}
+    keep = [f for f in dataclasses.fields(cls)
+            if f.name not in common and all(f.name in d and d[f.name] == mine[f.name] for d in others)]
+    return cls, keep
+
+
+def parameters_cell(notebook: str, dataset: str, method: str, extra: tuple[str, ...] = ()):
+    """dataset, method, the common RunConfig fields (+ ``extra``) and the method's shared fields."""
+    names = methods_of(notebook)
+    if method not in names:
+        raise ValueError(f"method {method!r} does not use {notebook}.ipynb; these do: {names}")
+    types_, helps = get_type_hints(RunConfig), field_help(RunConfig)
+    fields_ = {f.name: f for f in dataclasses.fields(RunConfig)}
+    lines = [line("dataset", dataset, str, helps["dataset"]),
+             line("method", method, str, f"{helps['method']}: {', '.join(names)}")]
+    for name in (*COMMON_FIELDS, *extra):
+        value, why = NOTEBOOK_VALUES.get(name, (default(fields_[name]), ""))
+        lines.append(line(name, value, types_[name], helps[name] + (f" ({why})" if why else "")))
+    cls, shared = shared_method_fields(notebook, method)
+    m_types, m_helps = get_type_hints(cls), field_help(cls)
+    lines.append(f"# the method's own parameters ({cls.__name__}"
+                 + (", the ones every method of this notebook shares" if len(names) > 1 else "") + "):")
+    lines += [line(f.name, default(f), m_types[f.name], m_helps[f.name]) for f in shared]
+    return params("\n".join(lines))
+
+
+def train_nb(name, title, intro, param_cell, family_cells, curve_keys=None):
     curves = f"plots.training_curves(r.run_dir, {curve_keys!r});" if curve_keys else "plots.training_curves(r.run_dir);"
     return nb([
         new_markdown_cell(f"# {title}\n\n{intro} Evaluated with the same metric code as every other family. {INJECT}"),
-        params(param_src),
+        param_cell,
         new_code_cell("from ebmbench import plots, run"),
         new_code_cell("r = run.start(globals())\nr.run_dir"),
         new_code_cell("run.fit(r)"),
@@ -48,24 +162,14 @@ def train_nb(title, intro, param_src, family_cells, curve_keys=None):
 
 
 ebm = train_nb(
+    "train_ebm",
     "Energy-based model: train, look, evaluate",
     "Trains an EBM with the chosen objective (`method`: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, "
     "nce_ebm) and evaluates it with the chosen samplers (`samplers`: langevin, mala, hmc, replay_buffer). "
     "Langevin noise is `sqrt(2 * eps * T)`; samples drawn at `T != 1` are labelled tempered. Each objective's own "
     "parameters (e.g. `langevin_steps` K for the MCMC-trained ones, `sigma` for DSM, `noise_ratio` for NCE, "
     "`sample_steps` of the evaluation chains) are injected by name.",
-    '''
-dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
-method = "pcd_ebm"  # type: str - an EBM objective: pcd_ebm, short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, nce_ebm
-samplers = ""  # type: str - comma-separated evaluation samplers, empty for all the method evaluates
-''' + COMMON + '''
-train_steps = 1500  # type: int - optimizer steps
-batch_size = 256  # type: int - training batch
-lr = 1e-3  # type: float - Adam learning rate
-langevin_eps = 0.01  # type: float - Langevin step size eps, training and evaluation chains
-langevin_T = 1.0  # type: float - Langevin temperature T, noise sqrt(2 eps T)
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_ebm", "eight_gaussians", "pcd_ebm"),
     [
         new_markdown_cell("## Energy landscape and Langevin chains"),
         new_code_cell("plots.energy_landscape(r);"),
@@ -79,89 +183,47 @@ n_eval_samples = 1000  # type: int - samples per evaluation sampler
 )
 
 diff = train_nb(
+    "train_diffusion",
     "Diffusion model: train, look, evaluate",
     "DDPM (Ho et al. 2020) with diffusers' `DDPMScheduler`, `DDIMScheduler` and `DPMSolverMultistepScheduler`, "
     "settings pinned and recorded (`clip_sample=False`, `leading` timestep spacing, `fixed_small` variance).",
-    '''
-dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
-method = "ddpm"  # type: str - a diffusion method
-''' + COMMON + '''
-train_steps = 3000  # type: int - optimizer steps
-batch_size = 256  # type: int - training batch
-lr = 1e-3  # type: float - Adam learning rate
-num_train_timesteps = 1000  # type: int - T of the forward process
-ddpm_steps = 1000  # type: int - ancestral sampling steps at evaluation
-ddim_steps = 50  # type: int - DDIM steps at evaluation
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_diffusion", "eight_gaussians", "ddpm"),
     [new_markdown_cell("## Denoising trajectory"), new_code_cell("plots.denoising_trajectory(r);")],
 )
 
 score = train_nb(
+    "train_score",
     "Score-based model (NCSN): train, look, evaluate",
     "NCSN (Song & Ermon 2019): multi-sigma denoising score matching on a geometric sigma schedule, sampled by "
     "annealed Langevin dynamics; the model exposes `score(x, sigma)` on a continuous noise level.",
-    '''
-dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
-method = "ncsn"  # type: str - a score-based method
-''' + COMMON + '''
-train_steps = 3000  # type: int - optimizer steps
-batch_size = 256  # type: int - training batch
-lr = 1e-3  # type: float - Adam learning rate
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_score", "eight_gaussians", "ncsn"),
     [new_markdown_cell("## Annealed Langevin across sigma"), new_code_cell("plots.annealed_trajectory(r);")],
 )
 
 gan = train_nb(
+    "train_gan",
     "GAN: train, look, evaluate",
     "DCGAN (non-saturating), WGAN-GP and SNGAN (hinge, spectral norm): one generator forward per sample.",
-    '''
-dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
-method = "dcgan"  # type: str - dcgan, wgan_gp or sngan
-''' + COMMON + '''
-train_steps = 2000  # type: int - generator steps
-batch_size = 256  # type: int - training batch
-lr = 2e-4  # type: float - Adam learning rate
-ema_decay = 0.99  # type: float - EMA of the generator's weights
-snapshot_every = 400  # type: int - steps between sample snapshots
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_gan", "eight_gaussians", "dcgan", extra=("ema_decay", "snapshot_every")),
     [new_markdown_cell("## Generator samples over training"), new_code_cell("plots.samples_over_training(r);")],
     curve_keys=("loss", "d_loss", "g_loss"),
 )
 
 flow = train_nb(
+    "train_flow",
     "Flow (RealNVP): train, look, evaluate",
     "RealNVP (Dinh et al. 2017): exact log-likelihood and exact sampling; the exact-likelihood reference that "
     "the other families' likelihood estimators are read against.",
-    '''
-dataset = "eight_gaussians"  # type: str - a registered dataset (`ebmbench list`)
-method = "realnvp"  # type: str - a flow
-''' + COMMON + '''
-train_steps = 2000  # type: int - optimizer steps
-batch_size = 256  # type: int - training batch
-lr = 1e-3  # type: float - Adam learning rate
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_flow", "eight_gaussians", "realnvp"),
     [new_markdown_cell("## The learned density"), new_code_cell("plots.energy_landscape(r);")],
 )
 
 rbm = train_nb(
+    "train_rbm",
     "RBM: train, look, evaluate",
     "A Bernoulli-Bernoulli RBM on binarized digits trained by CD-k (Hinton 2002) or PCD (Tieleman 2008), "
     "sampled by block Gibbs; with at most 20 hidden units its log Z, and so its likelihood, is exact.",
-    '''
-dataset = "digits_binary"  # type: str - binary data
-method = "rbm_cd"  # type: str - rbm_cd or rbm_pcd
-''' + COMMON + '''
-train_steps = 2000  # type: int - optimizer steps
-batch_size = 64  # type: int - training batch
-lr = 1e-2  # type: float - Adam learning rate
-n_hidden = 16  # type: int - hidden units, at most 20 keeps log Z exact
-gibbs_steps = 1000  # type: int - Gibbs sweeps at evaluation
-n_eval_samples = 1000  # type: int - samples per evaluation sampler
-''',
+    parameters_cell("train_rbm", "digits_binary", "rbm_cd"),
     [],
     curve_keys=("loss", "free_energy_gap", "recon_error"),
 )
@@ -282,8 +344,22 @@ lik = nb([
 
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
              "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik}
+
+
+def build(name: str):
+    """The notebook ``name`` with stable cell ids ``<name>-<index>`` (nbformat 4.5 ids)."""
+    n = copy.deepcopy(NOTEBOOKS[name])
+    for i, cell in enumerate(n.cells):
+        cell["id"] = f"{name}-{i:02d}"
+    nbf.validate(n)
+    return n
+
+
+def render(name: str) -> str:
+    """The exact text ``notebooks/<name>.ipynb`` must have."""
+    return nbf.writes(build(name)) + "\n"
+
+
 if __name__ == "__main__":
-    import sys
-    for name, n in NOTEBOOKS.items():
-        if len(sys.argv) == 1 or name in sys.argv[1:]:
-            nbf.write(n, f"{OUT}/{name}.ipynb")
+    for key in sys.argv[1:] or NOTEBOOKS:
+        (OUT / f"{key}.ipynb").write_text(render(key))
