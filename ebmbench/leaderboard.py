@@ -274,9 +274,10 @@ def caption(board: pd.DataFrame, floor_definition: str = "") -> str:
     n = sorted({int(x) for x in rest.n_samples.dropna()})
     threads = sorted({int(t) for t in rest.threads.dropna()})
     floor = board.loc[board.setting == FLOOR, "mean"].iloc[0]
+    seed_text = "1 seed (no interval)" if seeds == [1] else (
+        f"{'/'.join(map(str, seeds)) or '?'} seeds [95 % bootstrap interval over seeds; min-max with fewer than 3]")
     parts = [f"{dataset}: {metric} of N = {', '.join(map(str, n)) or '?'} samples per setting, mean over "
-             f"{'/'.join(map(str, seeds)) or '?'} seeds [95 % bootstrap interval over seeds; min-max with fewer "
-             f"than 3]; {'lower' if lower_is_better(metric) else 'higher'} is better.",
+             f"{seed_text}; {'lower' if lower_is_better(metric) else 'higher'} is better.",
              f"Floor {fmt(floor)}: {floor_definition or 'the same estimator on exact samples at equal N'}."
              if np.isfinite(floor) else "No floor recorded.",
              f"Bold: best of its column; {TIE}: its interval overlaps the best one's (a tie).",
@@ -395,15 +396,19 @@ def summary_lines(frame: pd.DataFrame, dataset: str) -> list[str]:
     leader, ties = rest.iloc[0], rest[rest.tie]
     apart = rest.iloc[1:][~rest.tie.iloc[1:]]
     better = "lower" if lower_is_better(metric) else "higher"
-    seeds = "/".join(str(int(s)) for s in sorted(rest.seeds.unique()))
+    counts = sorted(int(s) for s in rest.seeds.unique())
+    seeds = "/".join(map(str, counts)) + (" seed" if counts == [1] else " seeds")
     sd = _floor_sd(frame, dataset, metric)
     out = [f"**{leader.setting}** leads {metric} ({better} is better) with "
-           f"{fmt_interval(leader['mean'], leader.low, leader.high)} over {seeds} seeds"
+           f"{fmt_interval(leader['mean'], leader.low, leader.high)} over {seeds}"
            + (f", {_versus_floor(leader['mean'], floor, sd)} ({fmt(floor)})." if np.isfinite(floor) else ".")]
     if len(rest) > 1:
-        tied = f"Tied with it (95 % intervals overlap): {_names(ties)}. " if len(ties) else ""
-        out.append(tied + (f"The seeds separate it from {len(apart)} of the other {len(rest) - 1} settings."
-                           if len(apart) else "The seeds separate it from none of the other settings."))
+        if counts == [1]:
+            out.append("One seed per setting: no interval over seeds, so no tie and no separation is claimed.")
+        else:
+            tied = f"Tied with it (95 % intervals overlap): {_names(ties)}. " if len(ties) else ""
+            out.append(tied + (f"The seeds separate it from {len(apart)} of the other {len(rest) - 1} settings."
+                               if len(apart) else "The seeds separate it from none of the other settings."))
         last = rest.iloc[-1]
         if np.isfinite(floor):
             out.append(f"Last: {last.setting} at {fmt_interval(last['mean'], last.low, last.high)}, "
