@@ -4,10 +4,7 @@ untrained selves and the real-vs-real floor on 2D (the GANs and the flow: tests/
 from __future__ import annotations
 
 import pytest
-import torch
-
-from ebmbench import run
-from ebmbench.metrics.sample_stats import mmd_with_floor
+from conftest import mmd_before_and_after
 
 TINY = {"dataset": "eight_gaussians", "suite": "gap", "threads": 1, "batch_size": 256, "lr": 2e-3, "log_every": 100,
         "ema_decay": 0.99, "hidden": 64}
@@ -18,19 +15,10 @@ METHODS = {
 }
 
 
-def mmd_of(r: run.Run, sampler: str, budget: dict) -> dict:
-    x = r.model.sample(1000, generator=torch.Generator().manual_seed(1), sampler=sampler, **budget).x
-    return mmd_with_floor(x, r.dataset.test, r.dataset.train)
-
-
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_trained_baseline_closes_half_the_gap_to_the_floor(tmp_path, method):
     params, sampler, budget = METHODS[method]
-    r = run.start({**TINY, **params, "method": method, "results_dir": str(tmp_path)})
-    r.model.eval()
-    before = mmd_of(r, sampler, budget)
-    assert run.fit(r, progress=False).status == "ok"
-    after = mmd_of(r, sampler, budget)
+    before, after, _ = mmd_before_and_after(tmp_path, {**TINY, **params, "method": method}, sampler, budget,
+                                            eval_untrained=True)
     floor = before["floor"]
-    print(f"{method}: untrained {before['mmd2']:.4f} trained {after['mmd2']:.4f} floor {floor:.5f}")
     assert after["mmd2"] < before["mmd2"] - 0.5 * (before["mmd2"] - floor)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import mmd_before_and_after
 from scipy import stats
 
 import ebmbench.methods.flow  # noqa: F401  (registers realnvp before builtins import it)
@@ -16,7 +16,6 @@ from ebmbench.data.images import digits_dataset
 from ebmbench.methods.flow import Flow, RealNVPParams, build_realnvp, dequantize, flow_nll
 from ebmbench.metrics.cost import sample_with_cost
 from ebmbench.metrics.likelihood import log_partition_quadrature
-from ebmbench.metrics.sample_stats import mmd_with_floor
 from ebmbench.nets.flow import RealNVP
 from ebmbench.protocol import Box
 
@@ -125,21 +124,11 @@ def test_digits_are_dequantized_by_one_level_width():
 
 
 def test_trained_realnvp_closes_half_the_mmd_gap(tmp_path):
-    params = {"dataset": "eight_gaussians", "method": "realnvp", "results_dir": str(tmp_path), "suite": "flow",
-              "threads": 1, "train_steps": 200, "batch_size": 128, "lr": 1e-3, "ema_decay": 0.99,
-              "log_every": 50, "checkpoint_every": 1000, "n_couplings": 6, "hidden": 64, "depth": 2}
-    r = run.start(params)
-    data = r.dataset
-    untrained = mmd_with_floor(r.model.sample(1000, generator=torch.Generator().manual_seed(1)).x,
-                               data.test, data.train)
-    t0 = time.perf_counter()
-    assert run.fit(r, progress=False).status == "ok"
-    wall = time.perf_counter() - t0
-    trained = mmd_with_floor(r.model.sample(1000, generator=torch.Generator().manual_seed(1)).x,
-                             data.test, data.train)
+    params = {"dataset": "eight_gaussians", "method": "realnvp", "suite": "flow", "threads": 1, "train_steps": 200,
+              "batch_size": 128, "lr": 1e-3, "ema_decay": 0.99, "log_every": 50, "checkpoint_every": 1000,
+              "n_couplings": 6, "hidden": 64, "depth": 2}
+    untrained, trained, _ = mmd_before_and_after(tmp_path, params)
     floor = trained["floor"]
-    print(f"realnvp: untrained {untrained['mmd2']:.4f} trained {trained['mmd2']:.4f} floor {floor:.5f} "
-          f"train wall {wall:.1f}s")
     assert trained["mmd2"] - floor < 0.5 * (untrained["mmd2"] - floor)
     assert math.isfinite(trained["mmd2"])
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import mmd_before_and_after
 from torch import nn
 
 import ebmbench.methods.gan  # noqa: F401  (registers dcgan, wgan_gp, sngan before builtins import them)
@@ -26,7 +26,6 @@ from ebmbench.methods.gan import (
     interpolate,
 )
 from ebmbench.metrics.cost import sample_with_cost
-from ebmbench.metrics.sample_stats import mmd_with_floor
 from ebmbench.nets.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, spatial_plan
 from ebmbench.protocol import Box
 
@@ -181,21 +180,11 @@ def test_gan_sample_is_one_generator_call_with_flops():
 
 @pytest.mark.parametrize("method,steps", [("dcgan", 300), ("wgan_gp", 300), ("sngan", 300)])
 def test_trained_gan_closes_half_the_mmd_gap(tmp_path, method, steps):
-    params = {"dataset": "eight_gaussians", "method": method, "results_dir": str(tmp_path), "suite": "gan",
-              "threads": 1, "train_steps": steps, "batch_size": 128, "lr": 1e-3, "ema_decay": 0.99,
-              "log_every": 50, "checkpoint_every": 1000, "hidden": 64, "depth": 2}
-    r = run.start(params)
-    data = r.dataset
-    untrained = mmd_with_floor(r.model.sample(1000, generator=torch.Generator().manual_seed(1)).x,
-                               data.test, data.train)
-    t0 = time.perf_counter()
-    assert run.fit(r, progress=False).status == "ok"
-    wall = time.perf_counter() - t0
-    trained = mmd_with_floor(r.model.sample(1000, generator=torch.Generator().manual_seed(1)).x,
-                             data.test, data.train)
+    params = {"dataset": "eight_gaussians", "method": method, "suite": "gan", "threads": 1, "train_steps": steps,
+              "batch_size": 128, "lr": 1e-3, "ema_decay": 0.99, "log_every": 50, "checkpoint_every": 1000,
+              "hidden": 64, "depth": 2}
+    untrained, trained, _ = mmd_before_and_after(tmp_path, params)
     floor = trained["floor"]
-    print(f"{method}: untrained {untrained['mmd2']:.4f} trained {trained['mmd2']:.4f} floor {floor:.5f} "
-          f"train wall {wall:.1f}s")
     assert trained["mmd2"] - floor < 0.5 * (untrained["mmd2"] - floor)
 
 

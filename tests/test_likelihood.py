@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import GAUSS_LAM, GAUSS_MU, GAUSS_SIGMA, GAUSS_U, GaussianEpsNet, GaussianScoreNet, gaussian_ddpm
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
@@ -22,7 +23,7 @@ from ebmbench.methods.diffusion import DDPM, DDPMParams
 from ebmbench.methods.ebm import EBM, PCDParams
 from ebmbench.methods.flow import Flow, RealNVPParams
 from ebmbench.methods.rbm import RBM, RBMNet, RBMParams
-from ebmbench.methods.score import NCSN, NOISE_LABEL_SCALE, NCSNParams
+from ebmbench.methods.score import NCSN, NCSNParams
 from ebmbench.metrics import ais, elbo, pf_ode
 from ebmbench.metrics.likelihood import log_partition_refined
 from ebmbench.metrics.registry import MODEL_METRICS, NotApplicable
@@ -214,43 +215,7 @@ def test_ais_rows_say_which_way_the_nll_errs() -> None:
 
 # ---------------------------------------------------------------- probability-flow ODE
 
-MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
-SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)
-LAM, U = torch.linalg.eigh(SIGMA)
-
-
-def noised_score(x: Tensor, sigma: Tensor) -> Tensor:
-    """grad log N(x; MU, SIGMA + sigma^2 I), inverted in SIGMA's eigenbasis."""
-    y = (x.double() - MU) @ U
-    return -(y / (LAM + sigma.double()[:, None] ** 2)) @ U.T
-
-
-class GaussianScoreNet(nn.Module):
-    """NCSN net f(x, c) = sigma * score, sigma = exp(c / NOISE_LABEL_SCALE)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        sigma = (c.double() / NOISE_LABEL_SCALE).exp()
-        return (sigma[:, None] * noised_score(x, sigma)).to(x.dtype)
-
-
-class GaussianEpsNet(nn.Module):
-    """E[eps | x_t] for x0 ~ N(MU, SIGMA) at fractional t (log sigma_t interpolated linearly, by numpy)."""
-
-    def __init__(self, alphas_cumprod: Tensor) -> None:
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
-        ab = alphas_cumprod.double().numpy()
-        self.log_sigmas = 0.5 * np.log((1 - ab) / ab)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        log_sigma = np.interp(t.double().cpu().numpy(), np.arange(len(self.log_sigmas)), self.log_sigmas)
-        sigma = torch.from_numpy(np.exp(log_sigma))
-        x_hat = x.double() * (1 + sigma[:, None] ** 2).sqrt()  # scaled coordinates x_t / sqrt(ab)
-        return (-sigma[:, None] * noised_score(x_hat, sigma)).to(x.dtype)
+MU, SIGMA, LAM, U = GAUSS_MU, GAUSS_SIGMA, GAUSS_LAM, GAUSS_U  # the shared Gaussian stand-ins (conftest)
 
 
 def ncsn_gaussian() -> NCSN:
@@ -258,9 +223,7 @@ def ncsn_gaussian() -> NCSN:
 
 
 def ddpm_gaussian(params: DDPMParams | None = None, net: type[nn.Module] = GaussianEpsNet) -> DDPM:
-    params = params or DDPMParams()
-    probe = DDPM(nn.Linear(1, 1), BOX, params)
-    return DDPM(net(probe.make_ddpm_scheduler().alphas_cumprod), BOX, params)
+    return gaussian_ddpm(params, net, BOX)
 
 
 def gaussian_data(n: int, seed: int = 0) -> Tensor:

@@ -14,73 +14,20 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from conftest import GAUSS_EYE, GAUSS_LAM, GAUSS_MU, GAUSS_SIGMA, GAUSS_U, GaussianScoreNet, gaussian_ddpm, noised_score
+from torch import Tensor
 
 import ebmbench.methods.score  # noqa: F401  (registers ncsn and annealed_langevin before builtins does)
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS
 from ebmbench.methods.diffusion import DDPM, DDPMParams
-from ebmbench.methods.score import NCSN, NOISE_LABEL_SCALE, NCSNParams, build_ncsn, dsm_loss, ncsn_loss
+from ebmbench.methods.score import NCSN, NCSNParams, build_ncsn, dsm_loss, ncsn_loss
 from ebmbench.noise import VENoise, geometric_sigmas
 from ebmbench.protocol import SAMPLERS, Box
 from ebmbench.samplers.diffusion import ddim_decode, ddim_invert
 
-MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
-SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)  # eigenvalues 0.292, 1.508
-EYE = torch.eye(2, dtype=torch.float64)
+MU, SIGMA, EYE, LAM, U = GAUSS_MU, GAUSS_SIGMA, GAUSS_EYE, GAUSS_LAM, GAUSS_U  # the shared stand-ins (conftest)
 N = 20_000
-
-
-LAM, U = torch.linalg.eigh(SIGMA)
-
-
-def noised_score(x: Tensor, sigma: Tensor) -> Tensor:
-    """grad log N(x; mu, Sigma + sigma^2 I) = -(Sigma + sigma^2 I)^{-1} (x - mu), sigma of shape (B,).
-
-    Inverted in Sigma's eigenbasis, where Sigma + sigma^2 I is diagonal (lam + sigma^2).
-    """
-    x, sigma = x.double(), sigma.double()
-    y = (x - MU) @ U
-    return -(y / (LAM + sigma[:, None] ** 2)) @ U.T
-
-
-class GaussianEps(nn.Module):
-    """E[eps | x_t] = sqrt(1-ab) (ab Sigma + (1-ab) I)^{-1} (x_t - sqrt(ab) mu) at fractional t.
-
-    ab(t) = 1 / (1 + sigma(t)^2) with log sigma(t) interpolated linearly in t by numpy.interp,
-    independently of ebmbench.noise; at integer t it is the scheduler's alphas_cumprod.
-    """
-
-    def __init__(self, alphas_cumprod: Tensor) -> None:
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # model.device needs a parameter
-        ab = alphas_cumprod.double().numpy()
-        self.log_sigmas = 0.5 * np.log((1 - ab) / ab)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        log_sigma = np.interp(t.double().cpu().numpy(), np.arange(len(self.log_sigmas)), self.log_sigmas)
-        ab = 1 / (1 + torch.from_numpy(np.exp(2 * log_sigma)))[:, None]
-        xd = x.double()
-        k = ab[:, :, None] * SIGMA + (1 - ab)[:, :, None] * EYE
-        eps = (1 - ab).sqrt() * torch.linalg.solve(k, (xd - ab.sqrt() * MU).unsqueeze(-1)).squeeze(-1)
-        return eps.to(x.dtype)
-
-
-def gaussian_ddpm() -> DDPM:
-    probe = DDPM(nn.Linear(1, 1), Box(-4, 4, (2,)), DDPMParams())
-    return DDPM(GaussianEps(probe.make_ddpm_scheduler().alphas_cumprod), Box(-4, 4, (2,)), DDPMParams())
-
-
-class GaussianNoisedScore(nn.Module):
-    """An NCSN net f(x, c) with f / sigma = the noised Gaussian's score, sigma = exp(c / NOISE_LABEL_SCALE)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        sigma = (c.double() / NOISE_LABEL_SCALE).exp()
-        return (sigma[:, None] * noised_score(x, sigma)).to(x.dtype)
 
 
 def samples_from(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,7 +134,7 @@ def test_dsm_loss_is_minimized_by_the_noised_score(sigma: float) -> None:
 def test_ncsn_loss_estimates_the_multilevel_objective() -> None:
     """ncsn_loss at the optimum: mean over i ~ U{1..L} of 1/2 sum_j lam_j / (lam_j + sigma_i^2), within 4 SE."""
     params = NCSNParams(n_sigmas=10, sigma_min=0.01, sigma_max=5.0)
-    model = NCSN(GaussianNoisedScore(), Box(-50, 50, (2,)), params)
+    model = NCSN(GaussianScoreNet(), Box(-50, 50, (2,)), params)
     g = torch.Generator().manual_seed(3)
     x0 = (MU + torch.randn(N, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(SIGMA).T).float()
     loss, diag = ncsn_loss(model, x0, g, params)
@@ -230,7 +177,7 @@ def test_annealed_langevin_reproduces_the_gaussian() -> None:
     budget = {"n_sigmas": 10, "sigma_min": 0.1, "sigma_max": 3.0, "steps_per_sigma": 100, "eps": 5e-3}
     box = Box(-4, 4, (2,))
     params = NCSNParams(n_sigmas=10, sigma_min=0.1, sigma_max=3.0)
-    model = NCSN(GaussianNoisedScore(), box, params)
+    model = NCSN(GaussianScoreNet(), box, params)
     out = model.sample(N, generator=torch.Generator().manual_seed(4), sampler="annealed_langevin", **budget)
     assert out.cost.nfe == 10 * 100 + 1
     m, c = annealed_law(geometric_sigmas(3.0, 0.1, 10), 100, 5e-3, box, denoise=True)
