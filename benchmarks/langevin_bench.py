@@ -1,13 +1,18 @@
-"""Wall clock of 60 Langevin steps on a conv energy: a plain autograd loop vs ``ula`` eager vs ``ula`` compiled.
+"""Wall clock of 60 Langevin steps on a conv energy: a plain autograd loop, torchebm's ``LangevinDynamics``,
+and the runs' own ``ula`` path eager (``compile: off``) and compiled (``compile: default``), in one process.
 
-Run: ``python benchmarks/langevin_bench.py [--threads N] [--repeats 5]``. Not part of pytest.
-Every variant runs the same chains (same seed, same update, same clamp to [-1, 1]); the script
-prints the largest difference between their final samples so the timings compare like with like.
+Run: ``python benchmarks/langevin_bench.py [--threads N] [--repeats 5] [--device cuda]``. Not part of pytest.
+Every variant runs the same chains (same start, same update, same clamp to [-1, 1]; the noise streams of
+torchebm differ); the script prints the largest difference between final samples so the timings compare like
+with like. torchebm is optional: without it its row is skipped with a message. The compiled row is the
+sampler path runs use (``samplers.compiled.grad_fn`` on a model with ``compile_mode`` set), compiled once
+before timing (its one-off cost is printed, as each run pays it once per process).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -17,9 +22,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ebmbench.methods.ebm import EBM, PCDParams
 from ebmbench.nets.conv import ConvEnergy
 from ebmbench.protocol import Box
-from ebmbench.samplers.langevin import energy_and_grad, ula
+from ebmbench.samplers.compiled import compile_seconds, grad_fn
+from ebmbench.samplers.langevin import ula
 
 Run = Callable[[], Tensor]
 
@@ -61,12 +68,33 @@ def plain_loop(net: nn.Module, x0: Tensor, steps: int, eps: float, seed: int) ->
     return x
 
 
-def our_ula(energy: Callable[[Tensor], Tensor], x0: Tensor, steps: int, eps: float, seed: int) -> Tensor:
+def run_path(model: EBM, x0: Tensor, steps: int, eps: float, seed: int) -> Tensor:
+    """The runs' own chains: ``ula`` with the model's energy-and-gradient (eager or compiled by its compile_mode)."""
     generator = torch.Generator(x0.device).manual_seed(seed)
     box = Box(-1.0, 1.0, tuple(x0.shape[1:]))
-    x, _ = ula(energy, x0, steps=steps, eps=eps, temperature=1.0, generator=generator, box=box,
-               support_mode="clamp")
+    x, _ = ula(model.energy, x0, steps=steps, eps=eps, temperature=1.0, generator=generator, box=box,
+               support_mode="clamp", grad=grad_fn(model))
     return x
+
+
+def torchebm_run(net: nn.Module, x0: Tensor, steps: int, eps: float, seed: int) -> Run | str:
+    """torchebm's LangevinDynamics on the same energy (x <- x - eps grad E + sqrt(2 eps) xi, clamped), or why not."""
+    try:
+        from torchebm.core import BaseModel
+        from torchebm.samplers import LangevinDynamics
+    except ImportError as err:
+        return f"torchebm not installed ({err}); `pip install torchebm` to time it"
+
+    class Wrapped(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.net(x)
+
+    sampler = LangevinDynamics(Wrapped(), step_size=eps, noise_scale=1.0, clamp=(-1.0, 1.0), device=x0.device)
+    return lambda: sampler.sample(x=x0.clone(), n_steps=steps, generator=torch.Generator(x0.device).manual_seed(seed))
 
 
 def timed(run: Run, device: torch.device) -> tuple[float, float, Tensor]:
@@ -78,13 +106,6 @@ def timed(run: Run, device: torch.device) -> tuple[float, float, Tensor]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - wall, time.process_time() - cpu, x
-
-
-def compile_energy(net: nn.Module, x0: Tensor, mode: str, device: torch.device) -> tuple[nn.Module, float]:
-    """torch.compile(net), compiled now by one forward + input-gradient call; returns it and that call's wall s."""
-    compiled = torch.compile(net, mode=mode)
-    seconds, _, _ = timed(lambda: energy_and_grad(compiled, x0)[1], device)
-    return compiled, seconds
 
 
 def measure(runs: dict[str, Run], device: torch.device, warmup: int, repeats: int) -> dict[str, dict]:
@@ -107,13 +128,13 @@ def measure(runs: dict[str, Run], device: torch.device, warmup: int, repeats: in
 
 def report(rows: dict[str, dict | str], baseline: str, steps: int, batch: int) -> None:
     base = rows[baseline]
-    print(f"{'variant':<22}{'median s':>9}{'min s':>8}{'max s':>8}{'ms/step':>9}{'speedup':>9}"
+    print(f"{'variant':<30}{'median s':>9}{'min s':>8}{'max s':>8}{'ms/step':>9}{'speedup':>9}"
           f"{'cpu s':>8}{'cpu speedup':>13}")
     for name, r in rows.items():
         if isinstance(r, str):
-            print(f"{name:<22}FAILED: {r}")
+            print(f"{name:<30}FAILED: {r}")
             continue
-        print(f"{name:<22}{r['median']:>9.2f}{min(r['wall']):>8.2f}{max(r['wall']):>8.2f}"
+        print(f"{name:<30}{r['median']:>9.2f}{min(r['wall']):>8.2f}{max(r['wall']):>8.2f}"
               f"{1000 * r['median'] / steps:>9.1f}{base['median'] / r['median']:>8.2f}x"
               f"{r['cpu_median']:>8.2f}{base['cpu_median'] / r['cpu_median']:>12.2f}x")
     print(f"({steps} steps at batch {batch}; speedup = plain median / variant median, wall clock, same run; "
@@ -136,21 +157,32 @@ def main() -> None:
     net = ConvEnergy(1, (32, 64, 64)).to(device).requires_grad_(False)
     x0 = Box(-1.0, 1.0, (1, 28, 28)).uniform(args.batch, torch.Generator(device).manual_seed(1), device)
     n, eps = args.steps, args.eps
-    runs: dict[str, Run] = {
-        "plain autograd loop": lambda: plain_loop(net, x0, n, eps, 2),
-        "ula eager": lambda: our_ula(net, x0, n, eps, 2),
-    }
+    # own copies: the compiled path puts its conv weights in channels-last, which must not speed up the others
+    eager = EBM(copy.deepcopy(net), Box(-1.0, 1.0, (1, 28, 28)), PCDParams(buffer_size=1)).to(device).eval()
+    compiled = EBM(copy.deepcopy(net), Box(-1.0, 1.0, (1, 28, 28)), PCDParams(buffer_size=1)).to(device).eval()
+    compiled.compile_mode = args.compile_mode
+    runs: dict[str, Run] = {"plain autograd loop": lambda: plain_loop(net, x0, n, eps, 2)}
     failed: dict[str, str] = {}
+    tebm = torchebm_run(net, x0, n, eps, 2)
+    if isinstance(tebm, str):
+        print(f"  skipped torchebm: {tebm}", flush=True)
+    else:
+        runs["torchebm LangevinDynamics"] = tebm
+    runs["ula eager (compile: off)"] = lambda: run_path(eager, x0, n, eps, 2)
+    label = f"ula compiled ({args.compile_mode})"
     try:
-        compiled, compile_s = compile_energy(net, x0, args.compile_mode, device)
-        runs["ula + torch.compile"] = lambda: our_ula(compiled, x0, n, eps, 2)
+        run_path(compiled, x0, 1, eps, 2)
         cache = "caches disabled" if args.cold_compile else "inductor caches on: a rerun may reuse earlier work"
-        print(f"  torch.compile(mode={args.compile_mode!r}): one-off {compile_s:.1f} s ({cache}; "
-              f"includes one step; excluded from the timings)", flush=True)
+        print(f"  torch.compile(mode={args.compile_mode!r}): one-off {compile_seconds(compiled):.1f} s ({cache}; "
+              f"includes one step; excluded from the timings; a run pays it once per process)", flush=True)
+        runs[label] = lambda: run_path(compiled, x0, n, eps, 2)
     except Exception as err:  # e.g. no working C++ toolchain: report the row as failed, time the others
-        failed["ula + torch.compile"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+        failed[label] = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
     rows: dict[str, dict | str] = {**measure(runs, device, args.warmup, args.repeats), **failed}
     report(rows, "plain autograd loop", n, args.batch)
+    if "torchebm LangevinDynamics" in rows and isinstance(rows.get(label), dict):
+        ratio = rows["torchebm LangevinDynamics"]["median"] / rows[label]["median"]  # type: ignore[index]
+        print(f"runs' compiled path vs torchebm: {ratio:.2f}x (median wall clock, same process)")
 
 
 if __name__ == "__main__":

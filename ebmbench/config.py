@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 import torch
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
+from ebmbench.samplers.compiled import COMPILE_MODES
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,9 @@ class RunConfig:
     curve_samplers: str = ""  # comma-separated evaluation samplers drawn at curve points ("" = all evaluated)
     curve_metrics: str = "reverse_kl,mode_tv,fid_domain"  # metrics at curve points (sample or model)
     curve_n: int = 0  # samples per curve point (0 = n_eval_samples)
+    # torch.compile mode of the samplers' energy-and-gradient graph (samplers/compiled.py): off | default |
+    # reduce-overhead (CUDA graphs) | max-autotune. Pays one compile per run (recorded as compile_s).
+    compile: str = "off"
     method_params: Any = field(default=None)  # the method's parameter dataclass
 
     def skipped(self, metric: str) -> bool:
@@ -244,6 +248,8 @@ def resolve(params: dict[str, Any]) -> RunConfig:
         raise ConfigError(problems or [str(err)]) from None
     except (ConfigError, ValueError) as err:
         raise ConfigError([*problems, str(err)]) from None
+    if cfg.compile not in COMPILE_MODES:
+        problems.append(f"parameter 'compile' must be one of {list(COMPILE_MODES)}, got {cfg.compile!r}")
     if cfg.eval_weights not in ("ema", "raw"):
         problems.append(f"parameter 'eval_weights' must be 'ema' or 'raw', got {cfg.eval_weights!r}")
     if not SUITE_NAME.fullmatch(cfg.suite):

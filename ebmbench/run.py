@@ -68,6 +68,7 @@ def start(namespace_or_params: dict[str, Any]) -> Run:
     dataset = load_dataset(cfg.dataset)
     spec = METHODS.get(cfg.method)
     model = spec.build(dataset, cfg.method_params).to(cfg.device)
+    model.compile_mode = cfg.compile  # samplers.compiled: the samplers' energy-and-gradient graph
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"config_hash": cfg.config_hash, "run_id": cfg.run_id,

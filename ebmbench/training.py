@@ -55,9 +55,10 @@ def ema_update(ema: dict[str, Tensor], model: GenerativeModel, decay: float) -> 
     By hand rather than torch.optim.swa_utils.AveragedModel: that keeps a full model copy
     whose buffers (here the EBM replay buffer) would go stale or be averaged.
     """
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            ema[name].lerp_(p.detach(), 1.0 - decay)
+    with torch.no_grad():  # one foreach kernel over all tensors (the same lerp per element as a loop)
+        names = [name for name, _ in model.named_parameters()]
+        torch._foreach_lerp_([ema[n] for n in names], [p.detach() for _, p in model.named_parameters()],
+                             1.0 - decay)
 
 
 def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,15 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: a custom train_step needs its optimizers")
 
 
+def adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) as one fused kernel over all parameters (torch's ``fused=True``, CPU and CUDA):
+    the same update as the per-tensor loop, without its Python and launch cost per tensor per step."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
 def single_adam(model: GenerativeModel, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
     """The default: one Adam over every parameter."""
-    return {"model": torch.optim.Adam(model.parameters(), lr=lr, betas=betas)}
+    return {"model": adam(model.parameters(), lr, betas)}
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_clip: float) -> float:
@@ -62,8 +69,11 @@ def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_cl
     Returns the norm before clipping; a non-finite norm skips the update so that the
     divergence guard sees it before any weight is corrupted.
     """
-    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf")))
-    if torch.isfinite(torch.tensor(norm)):
+    if grad_clip > 0:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    else:  # measure only: clip_grad_norm_ with an infinite bound would still rescale every gradient by 1
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+    if math.isfinite(norm):
         optimizer.step()
     return norm
 

@@ -101,6 +101,18 @@ class DDPM(GenerativeModel):
         """The pinned scheduler settings this model trains and samples with."""
         return scheduler_settings(self.params)
 
+    def train_alphas_cumprod(self, params: DDPMParams, x: Tensor) -> Tensor:
+        """alpha_bar_t of the training schedule on x's device and dtype, built once from a diffusers
+        DDPMScheduler (a scheduler per step cost about 0.3 ms of a 1.4 ms 2D training step)."""
+        key = (x.device, x.dtype)
+        cached = self.__dict__.get("_train_ab")
+        if cached is None or cached[0] != key:
+            if scheduler_settings(params) != self.scheduler_config():
+                raise ValueError("ddpm_loss: params' schedule differs from the model's; train and sample must agree")
+            ab = self.make_ddpm_scheduler().alphas_cumprod.to(device=x.device, dtype=x.dtype)
+            self.__dict__["_train_ab"] = cached = (key, ab)
+        return cached[1]
+
     def make_ddpm_scheduler(self) -> DDPMScheduler:
         """A fresh diffusers DDPMScheduler with the pinned settings (Ho et al. 2020)."""
         cfg = self.scheduler_config()
@@ -147,15 +159,21 @@ def ddpm_loss(
     model: DDPM, x0: Tensor, generator: torch.Generator, params: DDPMParams
 ) -> tuple[Tensor, dict[str, float]]:
     """L_simple = |eps_theta(x_t, t) - eps|^2, t ~ U{0..T-1} (Ho et al. 2020, eq. 14)."""
-    if scheduler_settings(params) != model.scheduler_config():
-        raise ValueError("ddpm_loss: params' schedule differs from the model's; train and sample must agree")
-    scheduler = model.make_ddpm_scheduler()
+    ab = model.train_alphas_cumprod(params, x0)
     b = x0.shape[0]
     t = torch.randint(0, params.num_train_timesteps, (b,), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = scheduler.add_noise(x0, eps, t)  # sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps
+    x_t = add_noise(ab, x0, eps, t)
     loss = (model.eps(x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
     return loss, {"loss": float(loss.mean().detach())}
+
+
+def add_noise(alphas_cumprod: Tensor, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4), the same float operations
+    as diffusers' ``DDPMScheduler.add_noise``."""
+    ab = alphas_cumprod[t]
+    shape = (-1, *([1] * (x0.dim() - 1)))
+    return (ab**0.5).flatten().view(shape) * x0 + ((1 - ab) ** 0.5).flatten().view(shape) * eps
 
 
 def build_eps_net(shape: tuple[int, ...], params: DDPMParams) -> nn.Module:

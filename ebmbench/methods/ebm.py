@@ -14,6 +14,7 @@ from ebmbench.nets.cifar import energy_net
 from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
 from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
+from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula
 
 
@@ -97,7 +98,7 @@ def draw_negatives(model: EBM, batch: int, generator: torch.Generator) -> Tensor
     x0[restart] = model.support.uniform(int(restart.sum()), generator, device)
     ages[restart] = 0
     x, _ = ula(model.energy, x0, steps=p.langevin_steps, generator=generator, box=model.support,
-               **model.langevin_kwargs())
+               grad=grad_fn(model), **model.langevin_kwargs())
     model.buffer[idx] = x
     model.buffer_age[idx] = ages + p.langevin_steps
     return x
@@ -130,7 +131,7 @@ def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0
     x, ages = model.buffer[idx].clone(), model.buffer_age[idx].float()
     if steps:
         x, _ = ula(model.energy, x, steps=steps, generator=generator, box=model.support,
-                   **model.langevin_kwargs())
+                   grad=grad_fn(model), **model.langevin_kwargs())
     info = {"amortized_nfe": float(ages.mean()) + steps, "buffer_age_mean": float(ages.mean())}
     return SamplerOutput(x, nfe=steps, info=info, temperature=model.params.langevin_T)
 

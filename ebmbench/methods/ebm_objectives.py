@@ -20,6 +20,7 @@ from ebmbench.mathutil import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.methods.ebm import EBM, EnergyNetParams, PCDParams, build_energy_net, energy_eval_samplers
 from ebmbench.protocol import Box
+from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula
 
 
@@ -135,7 +136,7 @@ def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator, param
     """K ULA steps from ``x0`` (parameter gradients untouched; the returned chains are detached)."""
     x, _ = ula(model.energy, x0, steps=params.langevin_steps, eps=params.langevin_eps,
                temperature=params.langevin_T, generator=generator, box=model.support,
-               support_mode=params.support_mode, grad_clip=params.grad_clip)
+               support_mode=params.support_mode, grad_clip=params.grad_clip, grad=grad_fn(model))
     return x
 
 

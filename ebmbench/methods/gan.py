@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
-from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.methods.base import METHODS, MethodSpec, adam
 from ebmbench.nets.cifar import gan_nets
 from ebmbench.nets.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from ebmbench.protocol import Box, GenerativeModel
@@ -212,8 +212,7 @@ def method_betas(params: DCGANParams, run_betas: tuple[float, float]) -> tuple[f
 def gan_optimizers(model: GAN, lr: float, betas: tuple[float, float]) -> dict[str, torch.optim.Optimizer]:
     """Adam for G ("g") and for D ("d") at the run's lr, with the method's betas (see ``method_betas``)."""
     b = method_betas(model.params, betas)
-    return {"g": torch.optim.Adam(model.net.parameters(), lr=lr, betas=b),
-            "d": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=b)}
+    return {"g": adam(model.net.parameters(), lr, b), "d": adam(model.discriminator.parameters(), lr, b)}
 
 
 def build_gan_nets(dataset: Dataset, params: DCGANParams, d_norm: str) -> tuple[nn.Module, nn.Module]:

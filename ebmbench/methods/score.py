@@ -84,9 +84,11 @@ def ncsn_loss(
     model: NCSN, x0: Tensor, generator: torch.Generator, params: NCSNParams
 ) -> tuple[Tensor, dict[str, float]]:
     """1/L sum_i sigma_i^2 l(theta; sigma_i), estimated with one level i ~ U{1..L} per sample (eq. 6)."""
-    levels = geometric_sigmas(params.sigma_max, params.sigma_min, params.n_sigmas).float()
-    if not torch.equal(levels, model.sigmas.cpu()):
-        raise ValueError("ncsn_loss: params' noise levels differ from the model's; train and sample must agree")
+    levels = (params.sigma_max, params.sigma_min, params.n_sigmas)
+    if model.__dict__.get("_checked_levels") != levels:  # once per model and schedule, not every step
+        if not torch.equal(geometric_sigmas(*levels).float(), model.sigmas.cpu()):
+            raise ValueError("ncsn_loss: params' noise levels differ from the model's; train and sample must agree")
+        model.__dict__["_checked_levels"] = levels
     i = torch.randint(0, len(model.sigmas), (x0.shape[0],), generator=generator, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     loss = dsm_loss(model.score, x0, model.sigmas[i], z)

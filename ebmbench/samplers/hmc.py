@@ -18,15 +18,19 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
-from ebmbench.samplers.langevin import Energy, energy_and_grad
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+from ebmbench.samplers.langevin import Energy
 from ebmbench.samplers.mala import MCMCStats, check_args, inside, mcmc_info, mh_accept, rows, sq_norm, support_box
 
 
 def leapfrog(
-    energy: Energy, x: Tensor, p: Tensor, g: Tensor, *, n_steps: int, h: Tensor | float, temperature: float,
-    box: Box | None,
+    grad: GradFn, x: Tensor, p: Tensor, g: Tensor, *, n_steps: int, h: Tensor | float, temperature: float,
+    box: Box | None, nonfinite: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """L leapfrog steps of (x, p) under U = E / T from grad E(x) = g; returns x, p, E, grad E, stayed-inside."""
+    """L leapfrog steps of (x, p) under U = E / T from grad E(x) = g; returns x, p, E, grad E, stayed-inside.
+
+    ``nonfinite`` (a device flag) is or-ed in place with whether any energy along the trajectory was NaN/inf.
+    """
     ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     e = None
     p = p - 0.5 * h * g / temperature
@@ -34,7 +38,8 @@ def leapfrog(
         x_new = x + h * p
         ok = ok & inside(box, x_new)
         x = rows(ok, x_new, x)  # a chain that left stays at its last inside point; it will be rejected
-        e, g = energy_and_grad(energy, x)
+        e, g = grad(x)
+        nonfinite |= ~torch.isfinite(e).all()
         p = p - (0.5 if i == n_steps - 1 else 1.0) * h * g / temperature
     return x, p, e, g, ok
 
@@ -50,22 +55,28 @@ def hmc_chain(
     step_jitter: float = 0.0,
     generator: torch.Generator,
     box: Box | None = None,
+    grad: GradFn | None = None,
 ) -> tuple[Tensor, MCMCStats]:
-    """HMC (Duane et al. 1987; Neal 2011) targeting exp(-E(x)/T) on ``box`` (None: all of R^D)."""
+    """HMC (Duane et al. 1987; Neal 2011) targeting exp(-E(x)/T) on ``box`` (None: all of R^D).
+
+    ``grad``: (E, grad E) in one call (eager or compiled, ``samplers.compiled.grad_fn``); None: eager autograd.
+    """
     if leapfrog_steps < 1:
         raise ValueError(f"leapfrog_steps={leapfrog_steps}: HMC needs at least one leapfrog step")
     if not 0.0 <= step_jitter < 1.0:
         raise ValueError(f"step_jitter={step_jitter}: choose a fraction in [0, 1)")
     check_args(box, x0, step_size=step_size, temperature=temperature)
+    grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     x = x0.detach()
-    e, g = energy_and_grad(energy, x)
+    e, g = grad(x)
     nfe, trace, accepted = 1, [e], torch.zeros((), device=x.device)
+    nonfinite = ~torch.isfinite(e).all()
     for _ in range(steps):
         p0 = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         u = torch.rand((x.shape[0], *[1] * (x.dim() - 1)), generator=generator, device=x.device, dtype=x.dtype)
         h = step_size * (1.0 + step_jitter * (2.0 * u - 1.0))
-        y, p, e_y, g_y, ok = leapfrog(energy, x, p0, g, n_steps=leapfrog_steps, h=h,
-                                      temperature=temperature, box=box)
+        y, p, e_y, g_y, ok = leapfrog(grad, x, p0, g, n_steps=leapfrog_steps, h=h,
+                                      temperature=temperature, box=box, nonfinite=nonfinite)
         nfe += leapfrog_steps
         # log alpha = H(x, p0) - H(y, p) with H = E / T + |p|^2 / 2
         log_alpha = (e - e_y) / temperature + 0.5 * (sq_norm(p0) - sq_norm(p))
@@ -73,8 +84,10 @@ def hmc_chain(
         x, e, g = rows(accept, y, x), torch.where(accept, e_y, e), rows(accept, g_y, g)
         accepted += accept.sum()
         trace.append(e)
+    energies = torch.stack(trace, dim=1)
+    check_finite(nonfinite, "HMC sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
-    return x.detach(), MCMCStats(acceptance=rate, energies=torch.stack(trace, dim=1), nfe=nfe)
+    return x.detach(), MCMCStats(acceptance=rate, energies=energies, nfe=nfe)
 
 
 def hmc(
@@ -91,10 +104,12 @@ def hmc(
     """Fresh HMC chains of ``steps`` iterations from uniform noise on the support; NFE = steps * L + 1."""
     box = support_box(model.support, support_mode)
     x0 = model.support.uniform(n, generator, model.device)
+    compiled_before = compile_seconds(model)
     x, stats = hmc_chain(model.energy, x0, steps=steps, leapfrog_steps=leapfrog_steps, step_size=step_size,
-                         temperature=temperature, step_jitter=step_jitter, generator=generator, box=box)
+                         temperature=temperature, step_jitter=step_jitter, generator=generator, box=box,
+                         grad=grad_fn(model))
     info = {**mcmc_info(stats, temperature, support_mode), "leapfrog_steps": leapfrog_steps,
-            "step_jitter": step_jitter}
+            "step_jitter": step_jitter, "compile_s": compile_seconds(model) - compiled_before}
     return SamplerOutput(x, nfe=stats.nfe, info=info, temperature=temperature)
 
 

@@ -9,22 +9,11 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+
+__all__ = ["Energy", "GradFn", "ula", "energy_and_grad", "clip_per_sample", "langevin", "ChainStats"]
 
 Energy = Callable[[Tensor], Tensor]
-
-
-def energy_and_grad(energy: Energy, x: Tensor) -> tuple[Tensor, Tensor]:
-    """E(x) and its input gradient, without touching parameter gradients."""
-    with torch.enable_grad():
-        leaf = x.detach().requires_grad_(True)
-        # A view makes the input a non-leaf: torch 2.14's FlopCounterMode raises inside
-        # autograd.grad on leaves (DESIGN.md, known traps), and FLOPs are counted here.
-        x_in = leaf.view_as(leaf)
-        e = energy(x_in)
-        if not torch.isfinite(e).all():
-            raise FloatingPointError("non-finite energy during Langevin sampling (NaN or inf in E(x))")
-        (grad,) = torch.autograd.grad(e.sum(), x_in)
-    return e.detach(), grad
 
 
 def clip_per_sample(grad: Tensor, max_norm: float) -> Tensor:
@@ -56,17 +45,26 @@ def ula(
     box: Box,
     support_mode: str = "clamp",
     grad_clip: float = 0.0,
+    grad: GradFn | None = None,
 ) -> tuple[Tensor, ChainStats]:
-    """Unadjusted Langevin algorithm (Roberts & Tweedie 1996; as used by Du & Mordatch 2019)."""
+    """Unadjusted Langevin algorithm (Roberts & Tweedie 1996; as used by Du & Mordatch 2019).
+
+    ``grad`` gives (E, grad E) in one call (``samplers.compiled.grad_fn``: eager or compiled); None: eager
+    autograd of ``energy``. Energies are checked for NaN/inf once, at the end (no host sync per step).
+    """
+    grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     noise_scale = (2.0 * eps * temperature) ** 0.5
     e0, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=x.device)
     for _ in range(steps):
-        e, grad = energy_and_grad(energy, x)
+        e, g = grad(x)
         e0 = e if e0 is None else e0
-        grad = clip_per_sample(grad, grad_clip)
-        grad_norm_sum += grad.flatten(1).norm(dim=1).mean()
+        nonfinite |= ~torch.isfinite(e).all()
+        g = clip_per_sample(g, grad_clip)
+        grad_norm_sum += g.flatten(1).norm(dim=1).mean()
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = box.project(x.detach() - eps * grad + noise_scale * xi, support_mode)
+        x = box.project(x.detach() - eps * g + noise_scale * xi, support_mode)
+    check_finite(nonfinite, "Langevin sampling")
     stats = ChainStats(
         energy_start=float(e0.mean()) if e0 is not None else float("nan"),
         energy_end=float(e.mean()) if e is not None else float("nan"),
@@ -87,11 +85,12 @@ def langevin(
 ) -> SamplerOutput:
     """Fresh ULA chains of ``steps`` steps from uniform noise on the support."""
     x0 = model.support.uniform(n, generator, model.device)
+    compiled_before = compile_seconds(model)
     x, stats = ula(
         model.energy, x0, steps=steps, eps=eps, temperature=temperature, generator=generator,
-        box=model.support, support_mode=support_mode, grad_clip=grad_clip,
+        box=model.support, support_mode=support_mode, grad_clip=grad_clip, grad=grad_fn(model),
     )
-    info = {"init": "uniform on support", **stats.__dict__}
+    info = {"init": "uniform on support", **stats.__dict__, "compile_s": compile_seconds(model) - compiled_before}
     return SamplerOutput(x, nfe=steps, info=info, temperature=temperature)
 
 

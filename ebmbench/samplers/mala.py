@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ebmbench.metrics.mcmc import energy_trace
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
-from ebmbench.samplers.langevin import Energy, energy_and_grad
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+from ebmbench.samplers.langevin import Energy
 
 
 @dataclass
@@ -69,17 +70,24 @@ def mala_chain(
     temperature: float = 1.0,
     generator: torch.Generator,
     box: Box | None = None,
+    grad: GradFn | None = None,
 ) -> tuple[Tensor, MCMCStats]:
-    """MALA (Roberts & Tweedie 1996) targeting exp(-E(x)/T) on ``box`` (None: all of R^D)."""
+    """MALA (Roberts & Tweedie 1996) targeting exp(-E(x)/T) on ``box`` (None: all of R^D).
+
+    ``grad``: (E, grad E) in one call (eager or compiled, ``samplers.compiled.grad_fn``); None: eager autograd.
+    """
     check_args(box, x0, eps=eps, temperature=temperature)
+    grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     x = x0.detach()
-    e, g = energy_and_grad(energy, x)
+    e, g = grad(x)
     nfe, trace, accepted, noise = 1, [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
+    nonfinite = ~torch.isfinite(e).all()
     for _ in range(steps):
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         y = x - eps * g + noise * xi
         ok = inside(box, y)
-        e_y, g_y = energy_and_grad(energy, rows(ok, y, x))
+        e_y, g_y = grad(rows(ok, y, x))
+        nonfinite |= ~torch.isfinite(e_y).all()  # on device: one host sync per chain, at its end
         nfe += 1
         # log q(x|y) - log q(y|x) with q(b|a) = N(b; a - eps grad E(a), 2 eps T I); y - mean(y|x) = noise * xi
         log_q_ratio = -sq_norm(x - y + eps * g_y) / (4.0 * eps * temperature) + 0.5 * sq_norm(xi)
@@ -87,8 +95,10 @@ def mala_chain(
         x, e, g = rows(accept, y, x), torch.where(accept, e_y, e), rows(accept, g_y, g)
         accepted += accept.sum()
         trace.append(e)
+    energies = torch.stack(trace, dim=1)
+    check_finite(nonfinite, "MALA sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
-    return x.detach(), MCMCStats(acceptance=rate, energies=torch.stack(trace, dim=1), nfe=nfe)
+    return x.detach(), MCMCStats(acceptance=rate, energies=energies, nfe=nfe)
 
 
 def support_box(support: Box, mode: str) -> Box | None:
@@ -120,10 +130,11 @@ def mala(
     """Fresh MALA chains of ``steps`` steps from uniform noise on the support; NFE = steps + 1."""
     box = support_box(model.support, support_mode)
     x0 = model.support.uniform(n, generator, model.device)
+    compiled_before = compile_seconds(model)
     x, stats = mala_chain(model.energy, x0, steps=steps, eps=eps, temperature=temperature,
-                          generator=generator, box=box)
-    return SamplerOutput(x, nfe=stats.nfe, info=mcmc_info(stats, temperature, support_mode),
-                         temperature=temperature)
+                          generator=generator, box=box, grad=grad_fn(model))
+    info = {**mcmc_info(stats, temperature, support_mode), "compile_s": compile_seconds(model) - compiled_before}
+    return SamplerOutput(x, nfe=stats.nfe, info=info, temperature=temperature)
 
 
 SAMPLERS.register(
