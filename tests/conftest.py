@@ -53,6 +53,13 @@ def tiny_dataset():
     return Dataset("tiny", x[:400], x[400:500], x[500:], Box(-6.0, 6.0, (2,)), "continuous")
 
 
+def pytest_collection_modifyitems(items):
+    """Cells of notebooks that nbval executes (notebooks/quickstart.ipynb) are slow tests, as the suites are."""
+    for item in items:
+        if item.nodeid.split("::")[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Small tensors run faster on one thread on a 2-core machine; runs record their own count."""

@@ -15,6 +15,7 @@ METHODS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_trained_baseline_closes_half_the_gap_to_the_floor(tmp_path, method):
     params, sampler, budget = METHODS[method]

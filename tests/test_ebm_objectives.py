@@ -163,6 +163,7 @@ def test_spectral_norm_keeps_each_weight_at_unit_largest_singular_value():
 # ---------------------------------------------------------------- MCMC-trained objectives: exact NLL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pcd_ebm", "short_run_ebm", "cdk_ebm"])
 def test_mcmc_objectives_close_half_the_nll_gap_to_the_true_density(trained, method):
     r, m = trained(method)
@@ -173,6 +174,7 @@ def test_mcmc_objectives_close_half_the_nll_gap_to_the_true_density(trained, met
     assert m["nll"] < untrained - 0.5 * (untrained - true_nll)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["short_run_ebm", "nce_ebm"])
 def test_trained_objectives_are_evaluated_end_to_end_with_fresh_langevin_chains(trained, method):
     r, m = trained(method)
@@ -195,6 +197,7 @@ def test_trained_objectives_are_evaluated_end_to_end_with_fresh_langevin_chains(
 
 # DSM: a zero score scores D/2 = 1, one Gaussian component's optimum 1 - sigma^2 / (0.2^2 + sigma^2) = 0.8.
 # SSM: Hyvarinen's J, 0 for a zero score, -E|grad log p|^2 / 2 (about -25) at the truth.
+@pytest.mark.slow
 @pytest.mark.parametrize("method,margin", [("dsm_ebm", 0.05), ("ssm_ebm", 5.0), ("nce_ebm", 0.3)])
 def test_score_matching_and_nce_losses_decrease_on_held_out_points(trained, method, margin):
     r, m = trained(method)

@@ -84,6 +84,7 @@ def final_rows(results: Path) -> pd.DataFrame:
 # --- item 1: reports render on any suite ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reports_render_without_any_likelihood_estimate(finished):
     assert finished.code == 0, finished.out + finished.err
     suite_dir = finished.results / NAME
@@ -96,6 +97,7 @@ def test_reports_render_without_any_likelihood_estimate(finished):
     assert '<script src="http' not in page  # self-contained: no CDN script
 
 
+@pytest.mark.slow
 def test_report_sections_take_empty_gan_only_and_one_dataset_frames(finished):
     frame = final_rows(finished.results)
     likelihoods = {"nll_true_density", "nll_heldout", "nll_exact", "kl_model_data", "kl_data_model"}
@@ -109,6 +111,7 @@ def test_report_sections_take_empty_gan_only_and_one_dataset_frames(finished):
         report.run_status_table(rows)
 
 
+@pytest.mark.slow
 def test_reports_render_when_every_run_failed_and_a_broken_one_stops_no_other(finished, tmp_path, monkeypatch):
     results, run_dir = copy_of(finished, tmp_path)
     _, runs = suites.load_suite(finished.suite, str(results))
@@ -133,6 +136,7 @@ def test_reports_render_when_every_run_failed_and_a_broken_one_stops_no_other(fi
 # --- item 8: figures in the notebooks --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_executed_training_notebook_shows_its_figures(finished):
     nb = nbformat.read(finished.run_dir / "notebook.ipynb", as_version=4)
     plot_cells = [c for c in nb.cells if c.cell_type == "code" and "plots." in c.source]
@@ -165,6 +169,7 @@ def test_the_crafted_payload_would_run_without_weights_only(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_garbage_result_and_crafted_checkpoint_rerun_the_run_without_running_the_payload(finished, tmp_path, capfd):
     results, run_dir = copy_of(finished, tmp_path)
     before = final_rows(results)
@@ -185,6 +190,7 @@ def test_garbage_result_and_crafted_checkpoint_rerun_the_run_without_running_the
     assert "KeyboardInterrupt caught in kernel" not in capfd.readouterr().err  # quiet output (item 10)
 
 
+@pytest.mark.slow
 def test_empty_result_and_stale_checkpoint_rerun_from_step_zero(finished, tmp_path):
     results, run_dir = copy_of(finished, tmp_path)
     before = final_rows(results)
@@ -201,6 +207,7 @@ def test_empty_result_and_stale_checkpoint_rerun_from_step_zero(finished, tmp_pa
     assert (after.train_steps == 20).all()  # trained afresh, not resumed at 20/20
 
 
+@pytest.mark.slow
 def test_unusable_results_are_moved_aside_by_readers_too(finished, tmp_path):
     results, run_dir = copy_of(finished, tmp_path)
     (run_dir / "result.json").write_text('{"rows": []}')
@@ -211,6 +218,7 @@ def test_unusable_results_are_moved_aside_by_readers_too(finished, tmp_path):
     assert len(list(run_dir.glob("result.json.corrupt-*"))) == 2
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_moved_aside_with_its_path(finished, tmp_path):
     _, run_dir = copy_of(finished, tmp_path)
     path = run_dir / training.CHECKPOINT
@@ -319,6 +327,7 @@ def test_an_unwritable_results_folder_is_one_line(tmp_path):
 # --- items 9, 10: timeouts, quietly ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_a_failed_row_and_prints_no_traceback(tmp_path, capfd):
     suite = write_suite(tmp_path, entry={"timeout": 2})
     code, out, _ = cli_main("run", suite, "--results-dir", str(tmp_path / "results"), "--no-report")
@@ -332,6 +341,7 @@ def test_a_run_past_its_timeout_is_a_failed_row_and_prints_no_traceback(tmp_path
 # --- item 11: one `ebmbench run` per results folder ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_results_folder_is_refused(finished, tmp_path):
     results, run_dir = copy_of(finished, tmp_path)
     before = (run_dir / "result.json").read_text()
@@ -341,6 +351,7 @@ def test_a_second_run_on_the_same_results_folder_is_refused(finished, tmp_path):
     assert (run_dir / "result.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_real_checkpoints_hold_only_tensors_and_primitives(finished):
     ckpt = torch.load(finished.run_dir / training.CHECKPOINT, weights_only=True)
     assert ckpt["step"] == 20 and isinstance(ckpt["generator"], torch.Tensor)

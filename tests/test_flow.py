@@ -123,6 +123,7 @@ def test_digits_are_dequantized_by_one_level_width():
     assert build_realnvp(data, RealNVPParams(dequantize=False)).bin_width == 0.0
 
 
+@pytest.mark.slow
 def test_trained_realnvp_closes_half_the_mmd_gap(tmp_path):
     params = {"dataset": "eight_gaussians", "method": "realnvp", "suite": "flow", "threads": 1, "train_steps": 200,
               "batch_size": 128, "lr": 1e-3, "ema_decay": 0.99, "log_every": 50, "checkpoint_every": 1000,

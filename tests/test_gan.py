@@ -178,6 +178,7 @@ def test_gan_sample_is_one_generator_call_with_flops():
     assert data.support.contains(clamped).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,steps", [("dcgan", 300), ("wgan_gp", 300), ("sngan", 300)])
 def test_trained_gan_closes_half_the_mmd_gap(tmp_path, method, steps):
     params = {"dataset": "eight_gaussians", "method": method, "suite": "gan", "threads": 1, "train_steps": steps,

@@ -60,6 +60,7 @@ def _report(scores: dict[tuple[str, str, str], Tensor], metric: str) -> dict[tup
             if m == metric}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", _declared("passed"))
 def test_passed_metrics_order_every_rung(scores: dict, metric: str) -> None:
     runs = {(d, s): v for (m, d, s), v in scores.items() if m == metric}
@@ -68,6 +69,7 @@ def test_passed_metrics_order_every_rung(scores: dict, metric: str) -> None:
     assert not bad, f"{metric}: adjacent rungs closer than {ladder.Z_MIN} standard errors: {bad}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", _declared("failed"))
 def test_failed_metrics_miss_a_rung(scores: dict, metric: str) -> None:
     runs = {(d, s): v for (m, d, s), v in scores.items() if m == metric}

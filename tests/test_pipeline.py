@@ -109,6 +109,7 @@ def test_finished_run_writes_tidy_rows(tmp_path):
     assert buf.meta["amortized_nfe"] > 0 and buf.nfe == 0
 
 
+@pytest.mark.slow
 def test_digits_metrics_without_a_density_say_why(tmp_path):
     r = run.start({"dataset": "digits", "method": "ddpm", "suite": "dig", "results_dir": str(tmp_path),
                    **TINY, **TINY_METHOD["ddpm"], "skip_metrics": "nll_pf_ode"})
@@ -135,6 +136,7 @@ def planted_notebooks(tmp_path: Path) -> Path:
     return nb_dir
 
 
+@pytest.mark.slow
 def test_failing_notebook_is_a_failed_row_and_nonzero_exit(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(suites, "NOTEBOOKS_DIR", planted_notebooks(tmp_path))
     suite = tmp_path / "planted.yaml"
@@ -151,6 +153,7 @@ def test_failing_notebook_is_a_failed_row_and_nonzero_exit(tmp_path, monkeypatch
     assert (frame[frame.method == "ddpm"].run_status == "ok").all()  # the suite went on
 
 
+@pytest.mark.slow
 def test_smoke_suite_runs_every_notebook_and_the_report(smoke_serial, capsys):
     code, out, res = smoke_serial
     assert code == 0, out

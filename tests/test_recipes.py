@@ -163,6 +163,7 @@ def flat_parameters(module: nn.Module) -> Tensor:
     return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
 def test_two_training_steps_on_fake_data(key):
     recipe = recipes.RECIPES[key]

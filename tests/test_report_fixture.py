@@ -79,6 +79,7 @@ def test_tables_count_diverged_seeds_and_use_bootstrap_intervals(fixture_suite):
     assert (lo, hi, kind) == (1.0, 2.0, "min-max")
 
 
+@pytest.mark.slow
 def test_reproduction_renders_html(fixture_suite):
     html = report.render(fixture_suite, "reproduce.ipynb")  # the report itself: tests/test_report_html.py
     text = html.read_text()

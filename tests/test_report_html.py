@@ -37,6 +37,7 @@ def rendered(tmp_path_factory) -> Path:
     return suite
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["report", "likelihood", "reproduce"])
 def test_pages_are_self_contained_and_clean(rendered, name):
     html = (rendered / f"{name}.html").read_text()
@@ -50,6 +51,7 @@ def test_pages_are_self_contained_and_clean(rendered, name):
     assert not any("jp-OutputPrompt" in a.get("class", "") for _, a in tags(html))  # a page, not a notebook
 
 
+@pytest.mark.slow
 def test_report_opens_with_a_leaderboard_per_dataset_and_collapses_the_long_tables(rendered):
     html = (rendered / "report.html").read_text()
     found = tags(html)
@@ -66,6 +68,7 @@ def test_report_opens_with_a_leaderboard_per_dataset_and_collapses_the_long_tabl
     assert html.count("<figcaption") == len(figures) and "lower is better" in html
 
 
+@pytest.mark.slow
 def test_report_writes_tables_and_figures_for_papers(rendered):
     for ds in ("digits", "eight_gaussians"):
         for ext in ("csv", "tex"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pytest
 import yaml
 
 from ebmbench import suites
@@ -38,6 +39,7 @@ def plant(tmp_path: Path, notebook: str, source: str) -> Path:
     return nb_dir
 
 
+@pytest.mark.slow
 def test_a_dead_kernel_is_retried_then_recorded_as_failed(tmp_path, monkeypatch):
     attempts = tmp_path / "attempts.txt"
     monkeypatch.setattr(suites, "NOTEBOOKS_DIR", plant(
@@ -70,6 +72,7 @@ def comparable_rows(suite_dir: Path) -> pd.DataFrame:
     return frame.sort_values(["run_id", "sampler", "metric"], na_position="first").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_smoke_on_two_dask_workers_equals_serial(smoke_serial, tmp_path):
     _, _, serial_res = smoke_serial
     name, runs = suites.load_suite("smoke", str(tmp_path / "dask"))
@@ -80,6 +83,7 @@ def test_smoke_on_two_dask_workers_equals_serial(smoke_serial, tmp_path):
     pd.testing.assert_frame_equal(a.drop(columns=["suite"]), b.drop(columns=["suite"]))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_on_its_first_attempt_is_retried_once(tmp_path, monkeypatch):
     attempts, marker = tmp_path / "attempts.txt", tmp_path / "killed-once"
     source = ("import os, pathlib, signal\n"
@@ -97,6 +101,7 @@ def test_a_worker_killed_on_its_first_attempt_is_retried_once(tmp_path, monkeypa
     assert not frame.duplicated(["run_id", "sampler", "metric"]).any()
 
 
+@pytest.mark.slow
 def test_an_existing_scheduler_runs_the_suite(tmp_path):
     from dask.distributed import LocalCluster
 
@@ -107,6 +112,7 @@ def test_an_existing_scheduler_runs_the_suite(tmp_path):
     assert load_results(tmp_path / "res" / "t").metric_status.isin(["ok", "not_applicable"]).all()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_reruns_only_changed_ones(tmp_path):
     path = suite_file(tmp_path, ["pcd_ebm", "ddpm"])
     name, runs = suites.load_suite(path, str(tmp_path / "res"))
