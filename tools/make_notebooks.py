@@ -228,118 +228,178 @@ rbm = train_nb(
     curve_keys=("loss", "free_energy_gap", "recon_error"),
 )
 
-LIKELIHOOD_TABLES = ("tables = report.likelihood_tables(frame)\nfor kind, table in tables.items():\n"
-                     "    print(f\"likelihood_kind = {kind}\")\n    display(table.round(4))\n"
-                     "if not tables:\n"
-                     "    print(\"no ok likelihood row: every likelihood metric was skipped (skip_metrics), \"\n"
-                     "          \"failed or does not apply to these models (see 'Not measured' in report.html)\")")
-REPORT_INTRO = ("# Suite report\n\nEvery number below comes from `results/<suite>/runs/*/result.json`; "
-                "a diverged or failed run is counted beside each cell, never dropped. Each cell is the mean over seeds "
-                "with a bootstrap 95% interval (3 or more seeds) or min and max (fewer). `floor` is the real-vs-real "
-                "value at the same N (2D reverse KL and mode TV: the same estimator on exact samples). The headline "
-                "metrics are those that rank a ladder of sample sets of known order correctly (table below); "
-                "median-bandwidth `mmd2`, `energy_distance` and `mode_coverage` fail it and are secondary. "
-                "`true_nll_of_samples` rewards mode collapse. Likelihoods are grouped by kind (exact, bound, "
-                "estimate) and never ranked across kinds. Learning-curve rows (`train_step` set) never enter the "
-                "final tables.")
-rep = nb([
-    new_markdown_cell(REPORT_INTRO),
-    params('suite_dir = "../results/quick"  # type: str - the suite folder to report on'),
-    new_code_cell("import pandas as pd\nfrom IPython.display import Image, display\n\nfrom ebmbench import report\n"
-                  "from ebmbench.results import load_results\n\n"
-                  "pd.set_option(\"display.max_rows\", 500)\npd.set_option(\"display.width\", 200)\n"
-                  "frame = load_results(suite_dir)\nprint(report.provenance_warning(frame))\n"
-                  "missing = report.missing_runs(suite_dir)\n"
-                  "print(f\"{len(missing)} runs of the suite have no result yet:\", *missing, sep=\"\\n  \")"),
-    new_markdown_cell("## Runs by status"),
-    new_code_cell("report.run_status_table(frame)"),
-    new_markdown_cell("## Sample quality against sampling cost (headline)"),
-    new_code_cell("figures = report.figures(suite_dir)\nImage(filename=str(figures[\"quality_vs_cost\"])) "
-                  "if \"quality_vs_cost\" in figures else None"),
-    new_markdown_cell("## Learning curves: quality against counted training FLOPs\n\n"
-                      "The headline metric at every doubling of the training steps (seed mean, band +-1 standard "
-                      "error; none for a one-seed FID); a star marks the budget: the first step from which no doubling "
-                      "gains more than max(5 %, 2 standard errors) of the excess over the floor, on the method's "
-                      "best sampler. `flattened = False`: the last doubling still gained, and the budget is the "
-                      "last step trained."),
-    new_code_cell("Image(filename=str(figures[\"learning_curves\"])) if \"learning_curves\" in figures else None"),
-    new_code_cell("curve_table, budget_table = report.learning_curves(suite_dir)\nbudget_table.round(4)"),
-    new_markdown_cell("## 2D: the model's density against its samplers\n\n"
-                      "`kl_model_data` is KL(q_theta||p) of the model's own normalized density (quadrature on "
-                      "the box); `sample_reverse_kl` is the reverse KL of a sampler's samples (k-NN entropy). "
-                      "A small first and a large second number: a good energy, a poor sampler."),
-    new_code_cell("report.energy_vs_sampler(frame).round(4)"),
-    new_markdown_cell("## Which metrics rank known degradations in order (the ladder)"),
-    new_code_cell("report.ladder_table()"),
-    new_markdown_cell("## Sample statistics per dataset, method and sampler"),
-    new_code_cell("report.shown(report.metric_table(frame), \"no ok sample-quality row: every run failed or every \"\n"
-                  "             \"sample metric was skipped (see 'Not measured' below)\", 5)"),
-    new_markdown_cell("## Likelihoods, by kind"),
-    new_code_cell(LIKELIHOOD_TABLES),
+rep = nb([  # notebooks/report.ipynb
+    new_markdown_cell(
+        "# Suite report\n"
+        "\n"
+        "One leaderboard per dataset, then the figures, then the long tables in a collapsible appendix. "
+        "Every number comes from the rows in `results/<suite>/runs/*/result.json`, and every sentence of "
+        "the summaries is generated from them. Quality is the dataset's headline metric (one that ranks "
+        "a ladder of known degradations in order: see the appendix), as the mean over seeds [95 % "
+        "bootstrap interval over seeds]; **bold** is the best of a column and ≈ marks a setting whose "
+        "interval overlaps the best one's (a tie). Likelihoods are labelled by kind (exact, upper bound, "
+        "lower bound, estimate) and never ranked across kinds. The leaderboards are also in `tables/` "
+        "(CSV and LaTeX), the figures in `figures/` (PNG, SVG, PDF)."
+    ),
+    params(
+        "suite_dir = \"../results/quick\"  # type: str - the suite folder to report on"
+    ),
+    new_code_cell(
+        "from IPython.display import HTML, Markdown, display\n"
+        "\n"
+        "from ebmbench import report\n"
+        "from ebmbench.results import load_results\n"
+        "\n"
+        "frame = load_results(suite_dir)\n"
+        "Markdown(report.header(frame, suite_dir))"
+    ),
+    new_markdown_cell("## Leaderboards"),
+    new_code_cell("display(*report.leaderboard_sections(frame, suite_dir))"),
+    new_markdown_cell("## Sample quality against sampling cost"),
+    new_code_cell(
+        "figures = report.figures(suite_dir)\n"
+        "curve_table, budget_table = report.learning_curves(suite_dir)\n"
+        "report.show(figures, \"quality_vs_cost\", frame)"
+    ),
+    new_markdown_cell("## Learning curves: quality against counted training compute"),
+    new_code_cell("report.show(figures, \"learning_curves\", frame, curve_table)"),
     new_markdown_cell("## Samples of every method"),
-    new_code_cell("Image(filename=str(figures[\"sample_grids\"])) if \"sample_grids\" in figures else None"),
+    new_code_cell("report.show(figures, \"sample_grids\", frame)"),
     new_markdown_cell("## 2D: every method's density against the truth"),
-    new_code_cell("Image(filename=str(figures[\"landscapes\"])) if \"landscapes\" in figures else None"),
-    new_markdown_cell("## Training curves"),
-    new_code_cell("Image(filename=str(figures[\"training_curves\"])) if \"training_curves\" in figures else None"),
-    new_markdown_cell("## Not measured, and why"),
-    new_code_cell("report.not_measured(frame)"),
+    new_code_cell("report.show(figures, \"landscapes\", frame)"),
+    new_markdown_cell("## Training losses"),
+    new_code_cell("report.show(figures, \"training_curves\", frame)"),
+    new_markdown_cell(
+        "## Appendix: the long tables\n"
+        "\n"
+        "Each table opens on a click, and inside it each dataset."
+    ),
+    new_code_cell("HTML(report.appendix(frame, suite_dir, budget_table))"),
 ])
 
-repro = nb([
-    new_markdown_cell("# Reproduction: published numbers beside measured ones\n\n"
-                      "Published headline numbers (`results/published/`, from the project's shared table) beside this "
-                      "suite's rows for the same model, dataset and metric, with the protocol differences spelled out. "
-                      "A measured number is `comparable` only when extractor, reference set and sample count match the "
-                      "published protocol. At CPU scale the suite checks two published qualitative findings itself."),
-    params('suite_dir = "../results/quick"  # type: str - the suite folder to compare'),
-    new_code_cell("import pandas as pd\n\nfrom ebmbench import plots, reproduce\n"
-                  "from ebmbench.results import load_results\n\npd.set_option(\"display.width\", 200)\n"
-                  "frame = load_results(suite_dir)\n"
-                  "table = reproduce.published(reproduce.copy_published())\nlen(table)"),
-    new_markdown_cell("## CIFAR-10 FID against sampling cost, as published (unconditional rows)"),
-    new_code_cell("cifar = table[(table.dataset == \"CIFAR-10 32x32\") & (table.metric == \"FID\")\n"
-                  "              & (table.conditional == \"no\")]\n"
-                  "cifar[[\"model\", \"family\", \"value\", \"nfe_or_mcmc_steps\", \"first_author\", \"year\", "
-                  "\"paper_location\", \"result_kind\"]]"),
+repro = nb([  # notebooks/reproduce.ipynb
+    new_markdown_cell(
+        "# Reproduction: published numbers beside measured ones\n"
+        "\n"
+        "Published headline numbers (`results/published/`, from the project's shared table) beside this "
+        "suite's rows for the same model, dataset and metric, with the protocol differences spelled out. "
+        "A measured number is `comparable` only when extractor, reference set and sample count match the "
+        "published protocol. At CPU scale the suite checks two published qualitative findings itself."
+    ),
+    params(
+        "suite_dir = \"../results/quick\"  # type: str - the suite folder to compare"
+    ),
+    new_code_cell(
+        "import pandas as pd\n"
+        "\n"
+        "from ebmbench import plots, reproduce\n"
+        "from ebmbench.results import load_results\n"
+        "\n"
+        "pd.set_option(\"display.width\", 200)\n"
+        "frame = load_results(suite_dir)\n"
+        "table = reproduce.published(reproduce.copy_published())\n"
+        "print(f\"{len(table)} published rows\")"
+    ),
+    new_markdown_cell(
+        "## CIFAR-10 FID against sampling cost, as published (unconditional rows)"
+    ),
+    new_code_cell(
+        "cifar = table[(table.dataset == \"CIFAR-10 32x32\") & (table.metric == \"FID\")\n"
+        "              & (table.conditional == \"no\")]\n"
+        "cifar[[\"model\", \"family\", \"value\", \"nfe_or_mcmc_steps\", \"first_author\", \"year\", "
+        "\"paper_location\", \"result_kind\"]]"
+    ),
     new_markdown_cell("## Measured beside published (same model, dataset and metric)"),
-    new_code_cell("matched = reproduce.side_by_side(frame, table)\n"
-                  "matched if len(matched) else print(\"this suite has no run that matches a published row \"\n"
-                  "                                  \"(they are CIFAR-10 runs: see suites/cifar10.yaml)\")"),
-    new_markdown_cell("## Finding 1: DDIM quality falls as its steps shrink (Song et al. 2021, Table 1)"),
-    new_code_cell("steps = reproduce.ddim_quality_by_steps(frame)\nplots.quality_by_steps(steps)\n"
-                  "reproduce.finding_holds(steps) if len(steps) else print(\"no DDPM rows at several step counts \"\n"
-                  "                                                       \"(set step_sweep, as cpu-full does)\")"),
-    new_markdown_cell("## Finding 2: short-run EBM samples degrade under long-run chains (Nijkamp et al. 2019)"),
-    new_code_cell("long = reproduce.long_run_degradation(frame)\nlong if len(long) else print(\"no EBM rows with \"\n"
-                  "                                                 \"long_run_factor set (cpu-full sets it)\")"),
+    new_code_cell(
+        "matched = reproduce.side_by_side(frame, table)\n"
+        "matched if len(matched) else print(\"this suite has no run that matches a published row \"\n"
+        "                                  \"(they are CIFAR-10 runs: see suites/cifar10.yaml)\")"
+    ),
+    new_markdown_cell(
+        "## Finding 1: DDIM quality falls as its steps shrink (Song et al. 2021, Table 1)"
+    ),
+    new_code_cell(
+        "steps = reproduce.ddim_quality_by_steps(frame)\n"
+        "plots.quality_by_steps(steps)\n"
+        "reproduce.finding_holds(steps) if len(steps) else print(\"no DDPM rows at several step counts \"\n"
+        "                                                       \"(set step_sweep, as cpu-full does)\")"
+    ),
+    new_markdown_cell(
+        "## Finding 2: short-run EBM samples degrade under long-run chains (Nijkamp et al. 2019)"
+    ),
+    new_code_cell(
+        "long = reproduce.long_run_degradation(frame)\n"
+        "long if len(long) else print(\"no EBM rows with \"\n"
+        "                                                 \"long_run_factor set (cpu-full sets it)\")"
+    ),
 ])
 
-lik = nb([
-    new_markdown_cell("# Likelihoods: every estimator against an exact value, then the tables\n\n"
-                      "Exact references: quadrature of exp(-E) over the support box (2D energies), change of variables "
-                      "(flows), enumeration of the hidden units (RBMs). Estimators: forward AIS (a stochastic lower "
-                      "bound on log Z, so an optimistic NLL), reverse AIS (conservative), the probability-flow ODE "
-                      "and the DDPM ELBO (an upper bound). Each row states its `likelihood_kind` and data convention; "
-                      "numbers of different kinds are never ranked against each other."),
-    params('suite_dir = "../results/quick"  # type: str - the suite folder to read'),
-    new_code_cell("import matplotlib.pyplot as plt\nimport pandas as pd\nfrom IPython.display import display\n\n"
-                  "from ebmbench import report\nfrom ebmbench.results import load_results\n\n"
-                  "pd.set_option(\"display.width\", 200)\nframe = load_results(suite_dir)\n"
-                  "print(f\"{len(frame)} result rows under {suite_dir}\")"),
-    new_markdown_cell("## Estimators against the exact value of the same model"),
-    new_code_cell("errors = report.estimator_vs_exact(frame)\n"
-                  "report.shown(errors, \"no run has both an exact likelihood (quadrature, flow, RBM) \"\n"
-                  "             \"and an estimate (AIS, PF-ODE, ELBO) of the same model: nothing to compare\", 4)"),
-    new_markdown_cell("## Estimator cost against its error"),
-    new_code_cell("if len(errors):\n    fig, ax = plt.subplots(figsize=(5, 3.5))\n"
-                  "    for name, g in errors.groupby(\"estimator\"):\n"
-                  "        ax.scatter(g.wall_s, g.error.abs(), label=name)\n"
-                  "    ax.set_xscale(\"log\")\n    ax.set_xlabel(\"wall clock of the estimate (s)\")\n"
-                  "    ax.set_ylabel(\"|estimate - exact| (nats)\")\n    ax.legend(fontsize=8)\n"
-                  "else:\n    print(\"no estimator beside an exact value: no figure\")"),
-    new_markdown_cell("## Likelihood tables by kind (digits, binarized digits, patches and the 2D densities)"),
-    new_code_cell(LIKELIHOOD_TABLES),
+lik = nb([  # notebooks/likelihood.ipynb
+    new_markdown_cell(
+        "# Likelihoods: every estimator against an exact value, then the tables\n"
+        "\n"
+        "Exact references: quadrature of exp(-E) over the support box (2D energies), change of variables "
+        "(flows), enumeration of the hidden units (RBMs). Estimators: forward AIS (a stochastic lower "
+        "bound on log Z, so an optimistic NLL), reverse AIS (conservative), the probability-flow ODE and "
+        "the DDPM ELBO (an upper bound). Each row states its `likelihood_kind` and data convention; "
+        "numbers of different kinds are never ranked against each other."
+    ),
+    params(
+        "suite_dir = \"../results/quick\"  # type: str - the suite folder to read"
+    ),
+    new_code_cell(
+        "from pathlib import Path\n"
+        "\n"
+        "from IPython.display import HTML, Markdown, display\n"
+        "\n"
+        "from ebmbench import plots, report\n"
+        "from ebmbench.results import load_results\n"
+        "\n"
+        "frame = load_results(suite_dir)\n"
+        "Markdown(f\"{len(frame)} result rows of suite **{Path(suite_dir).name}**.\")"
+    ),
+    new_markdown_cell(
+        "## Estimators against the exact value of the same model\n"
+        "\n"
+        "Error = estimate - exact value of the same run (nats), mean over seeds [95 % bootstrap interval "
+        "over seeds]; a negative error on a lower bound is what the bound promises. Each seed's row is "
+        "in the collapsed table below."
+    ),
+    new_code_cell(
+        "errors = report.estimator_vs_exact(frame)\n"
+        "report.shown(report.estimator_summary(errors), \"no run has both an exact likelihood "
+        "(quadrature, flow, RBM) \"\n"
+        "             \"and an estimate (AIS, PF-ODE, ELBO) of the same model: nothing to compare\", 4)"
+    ),
+    new_code_cell(
+        "HTML(report.collapsed(\"Every seed's estimate beside its exact value\", errors.round(4),\n"
+        "                     \"no estimate beside an exact value\"))"
+    ),
+    new_markdown_cell(
+        "## Estimator cost against its error\n"
+        "\n"
+        "Each point is one seed's estimate: its wall clock (one thread) against its distance from the "
+        "exact value of the same model. Lower is better, and further left is cheaper."
+    ),
+    new_code_cell(
+        "fig = plots.estimator_error_vs_cost(errors)  # drawn once, by the inline backend\n"
+        "if fig is None:\n"
+        "    print(\"no estimator beside an exact value: no figure\")"
+    ),
+    new_markdown_cell(
+        "## Likelihoods by kind\n"
+        "\n"
+        "Mean over seeds [interval]; numbers of different kinds (exact, upper bound, lower bound, "
+        "estimate) are never ranked against each other."
+    ),
+    new_code_cell(
+        "tables = report.likelihood_tables(frame)\n"
+        "for kind, table in tables.items():\n"
+        "    display(Markdown(f\"### {kind}\"), table.round(4))\n"
+        "if not tables:\n"
+        "    print(\"no ok likelihood row: every likelihood metric was skipped (skip_metrics), \"\n"
+        "          \"failed or does not apply to these models (see 'Not measured' in report.html)\")"
+    ),
 ])
 
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
