@@ -73,3 +73,14 @@ def test_parameters_cell_holds_the_dataclass_defaults_for_every_method_of_the_no
         defaults = config_mod.resolve({"dataset": params["dataset"], "method": method, "results_dir": "../results"})
         assert from_notebook == defaults, method
         assert dataclasses.asdict(from_notebook.method_params) == dataclasses.asdict(defaults.method_params)
+
+
+@pytest.mark.parametrize("name", TRAIN)
+def test_papermill_reads_every_parameter_with_its_type(name: str) -> None:
+    """papermill skips, with a warning in every run, a parameter line it cannot parse (a second "=")."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in GEN.build(name).cells if "parameters" in c.metadata.get("tags", []))
+    read = {p.name: p.inferred_type_name for p in PythonTranslator.inspect(cell)}
+    assert set(read) == set(parameters(name))
+    assert all(kind in ("int", "float", "str", "bool") for kind in read.values()), read

@@ -98,9 +98,15 @@ def default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+# papermill reads ``name = value  # type: T - help`` and skips (with a warning per run) a line with a second "="
+NO_EQUALS = (("!=", "≠"), (">=", "≥"), ("<=", "≤"), (" = ", ": "), ("=", ":"))
+
+
 def line(name: str, value: Any, kind: type, help_: str) -> str:
-    """``name = value  # type: T - help``, strings in double quotes."""
+    """``name = value  # type: T - help``, strings in double quotes, no "=" in the help."""
     literal = json.dumps(value) if isinstance(value, str) else repr(value)
+    for old, new in NO_EQUALS:
+        help_ = help_.replace(old, new)
     return f"{name} = {literal}  # type: {kind.__name__}" + (f" - {help_}" if help_ else "")
 
 
