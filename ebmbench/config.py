@@ -105,7 +105,8 @@ RULES: dict[str, Callable[[float], bool]] = {
     "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1,
 }
 RANGES: dict[str, str] = {
-    **dict.fromkeys(("seed", "snapshot_every", "grad_clip", "eval_batch_size", "likelihood_points", "elbo_t_samples",
+    **dict.fromkeys(("seed", "snapshot_every", "grad_clip", "langevin_grad_clip", "eval_batch_size",
+                     "likelihood_points", "elbo_t_samples",
                      "curve_points", "curve_n", "long_run_factor", "buffer_extra_steps", "l2_weight", "gp_weight"),
                     ">= 0"),
     **dict.fromkeys(("threads", "train_steps", "batch_size", "checkpoint_every", "log_every", "n_eval_samples",
@@ -234,6 +235,10 @@ def resolve(params: dict[str, Any]) -> RunConfig:
         raise ConfigError([*problems, str(err)]) from None
     method_types = field_types(spec.params)
     common_types = {k: v for k, v in field_types(RunConfig).items() if k != "method_params"}
+    shared = sorted(set(method_types) & set(common_types))
+    if shared:  # one name would set both (the old grad_clip: optimizer clip and Langevin clip at once)
+        raise ConfigError([f"method {spec.name!r}: its parameter(s) {shared} are also run parameters; one name, one "
+                           f"meaning: rename them in {spec.params.__name__}"])
     unknown = sorted(set(params) - set(common_types) - set(method_types))
     if unknown:
         valid = sorted(set(common_types) | set(method_types))

@@ -112,7 +112,7 @@ _add(Recipe(
                                 "halves the gradient"),
         "langevin_T": Sourced(IGEBM_T, f"{IGEBM_CODE} train.py, chain noise stddev 0.005 on [0, 1]",
                               f"noise stddev 0.01 on [-1, 1] = sqrt(2 eps T), T = 0.01^2 / (2 * 40) = {IGEBM_T:.3g}"),
-        "grad_clip": Sourced(round(IGEBM_GRAD_CLIP, 4), f"{IGEBM_CODE} README.md (--proj_norm=0.01, type li)",
+        "langevin_grad_clip": Sourced(round(IGEBM_GRAD_CLIP, 4), f"{IGEBM_CODE} README.md (--proj_norm=0.01, type li)",
                              "the paper clips each coordinate of grad E to 0.01 on [0, 1] (0.005 on [-1, 1]); "
                              "our ULA clips the per-sample L2 norm, here to that clip's bound 0.005 sqrt(3072)"),
         "support_mode": Sourced("clamp", f"{IGEBM_CODE} train.py, tf.clip_by_value(x_mod, 0, rescale)"),
@@ -166,7 +166,7 @@ _add(Recipe(
         "langevin_T": Sourced(5e-5, f"{SHORT_RUN_CODE} (noise stddev 1e-2)", "sqrt(2 * 1 * T) = 0.01"),
         "l2_weight": Sourced(0.0, f"{SHORT_RUN_CODE} (L = f(x+) - f(x-), no energy penalty)"),
         "support_mode": Sourced("none", f"{SHORT_RUN_CODE} (chains are not clamped)"),
-        "grad_clip": Sourced(0.0, f"{SHORT_RUN_CODE} (no gradient clipping in the chains)"),
+        "langevin_grad_clip": Sourced(0.0, f"{SHORT_RUN_CODE} (no gradient clipping in the chains)"),
         "n_eval_samples": Sourced(40000, f"{SHORT_RUN} Sec. 5.1, per published_results.csv",
                                   "IS/FID on 40,000 generated examples"),
         "eval_batch_size": Sourced(1000, "ours", "sampling batch; no effect on the result"),

@@ -67,3 +67,28 @@ def test_compile_parameter_is_validated_and_reaches_the_model():
         config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "compile": "fast"})
     cfg = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "compile": "default"})
     assert cfg.compile == "default"
+
+
+# ---------------------------------------------------------------- one name, one meaning (issue 13, item 4)
+def test_no_method_parameter_shares_a_name_with_a_run_parameter():
+    from ebmbench.builtins import METHODS
+
+    common = set(config.COMMON)
+    for name in METHODS.names():
+        own = set(config.field_types(METHODS.get(name).params))
+        assert not own & common, f"{name}: {sorted(own & common)} are run parameters too"
+
+
+def test_optimizer_clip_and_langevin_clip_are_independent():
+    cfg = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "grad_clip": 0.5})
+    assert (cfg.grad_clip, cfg.method_params.langevin_grad_clip) == (0.5, 0.0)
+    cfg = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm", "langevin_grad_clip": 0.5})
+    assert (cfg.grad_clip, cfg.method_params.langevin_grad_clip) == (0.0, 0.5)
+
+
+def test_igebm_recipe_clips_the_chains_not_the_optimizer():
+    from ebmbench.suites import load_suite
+
+    _, runs = load_suite("cifar10", results_dir="/tmp/ebmbench-unused")
+    igebm = [r.cfg for r in runs if r.cfg.method == "pcd_ebm"]
+    assert igebm and all(c.grad_clip == 0.0 and c.method_params.langevin_grad_clip == 0.2771 for c in igebm)

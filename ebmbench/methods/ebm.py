@@ -29,7 +29,7 @@ class EnergyNetParams:
     arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
     langevin_eps: float = 0.01  # Langevin step size eps (training chains, where used, and evaluation)
     langevin_T: float = 1.0  # Langevin temperature T (T != 1 means tempered samples)
-    grad_clip: float = 0.0  # per-sample clip of grad E in Langevin (0 = off)
+    langevin_grad_clip: float = 0.0  # per-sample L2 clip of grad E in Langevin chains (0 = off); not the optimizer's
     support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
     long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
 
@@ -66,7 +66,7 @@ class EBM(GenerativeModel):
     def langevin_kwargs(self) -> dict:
         p = self.params
         return dict(eps=p.langevin_eps, temperature=p.langevin_T, support_mode=p.support_mode,
-                    grad_clip=p.grad_clip)
+                    grad_clip=p.langevin_grad_clip)
 
 
 def build_energy_net(dataset: Dataset, params: Any) -> nn.Module:
@@ -140,7 +140,7 @@ def energy_eval_samplers(params: Any) -> list[tuple[str, dict]]:
     """Fresh ULA chains of ``sample_steps`` from noise (and ``long_run_factor`` times longer, if set);
     MALA at the same step and HMC with sqrt(2 eps) leapfrog steps at about the same NFE."""
     fresh = {"steps": params.sample_steps, "eps": params.langevin_eps, "temperature": params.langevin_T,
-             "support_mode": params.support_mode, "grad_clip": params.grad_clip}
+             "support_mode": params.support_mode, "grad_clip": params.langevin_grad_clip}
     plan = [("langevin", fresh)]
     if getattr(params, "long_run_factor", 0):
         plan.append(("langevin", {**fresh, "steps": params.sample_steps * params.long_run_factor}))

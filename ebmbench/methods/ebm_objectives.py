@@ -99,7 +99,7 @@ def chain_params(params: Any) -> PCDParams:
     return PCDParams(
         hidden=params.hidden, depth=params.depth, channels=params.channels, buffer_size=1, reinit_frac=0.0,
         langevin_steps=getattr(params, "langevin_steps", 0), langevin_eps=params.langevin_eps,
-        langevin_T=params.langevin_T, grad_clip=params.grad_clip, support_mode=params.support_mode,
+        langevin_T=params.langevin_T, langevin_grad_clip=params.langevin_grad_clip, support_mode=params.support_mode,
         l2_weight=getattr(params, "l2_weight", 0.0), sample_steps=params.sample_steps,
     )
 
@@ -136,7 +136,7 @@ def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator, param
     """K ULA steps from ``x0`` (parameter gradients untouched; the returned chains are detached)."""
     x, _ = ula(model.energy, x0, steps=params.langevin_steps, eps=params.langevin_eps,
                temperature=params.langevin_T, generator=generator, box=model.support,
-               support_mode=params.support_mode, grad_clip=params.grad_clip, grad=grad_fn(model))
+               support_mode=params.support_mode, grad_clip=params.langevin_grad_clip, grad=grad_fn(model))
     return x
 
 
