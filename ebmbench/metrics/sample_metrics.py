@@ -18,20 +18,27 @@ from torch import Tensor
 from ebmbench.data.base import Dataset
 from ebmbench.metrics import sample_stats
 from ebmbench.metrics.base import Measured, Metric, NotApplicable, need_density, register
+from ebmbench.metrics.floor_cache import cached_floor, density_fingerprint
 
 
 def mmd(x: Tensor, dataset: Dataset) -> Measured:
-    r = sample_stats.mmd_with_floor(x, dataset.test, dataset.train)
-    meta = {"kernel": "rbf", "bandwidth": r["bandwidth"], "bandwidth_rule": "median heuristic on test split",
-            "floor": r["floor"], "floor_definition": "MMD^2(train split, test split) at equal N",
-            "reference": "test split", "estimator": "unbiased U-statistic", "n": r["n"]}
-    return r["mmd2"], None, meta
+    n = min(len(x), len(dataset.test), len(dataset.train))
+    ref = dataset.test[:n]
+    h = sample_stats.median_bandwidth(ref)
+    value = sample_stats.mmd2_unbiased(x[:n], ref, h)
+    floor = cached_floor({"metric": "mmd", "data": dataset.content_hash, "n": n, "bandwidth": h},
+                         lambda: sample_stats.mmd2_unbiased(dataset.train[:n], ref, h))
+    meta = {"kernel": "rbf", "bandwidth": h, "bandwidth_rule": "median heuristic on test split",
+            "floor": floor, "floor_definition": "MMD^2(train split, test split) at equal N",
+            "reference": "test split", "estimator": "unbiased U-statistic", "n": n}
+    return value, None, meta
 
 
 def energy_distance(x: Tensor, dataset: Dataset) -> Measured:
     n = min(len(x), len(dataset.test), len(dataset.train))
     value = sample_stats.energy_distance(x[:n], dataset.test[:n])
-    floor = sample_stats.energy_distance(dataset.train[:n], dataset.test[:n])
+    floor = cached_floor({"metric": "energy_distance", "data": dataset.content_hash, "n": n},
+                         lambda: sample_stats.energy_distance(dataset.train[:n], dataset.test[:n]))
     meta = {"floor": floor, "floor_definition": "train split vs test split at equal N",
             "reference": "test split", "convention": "scipy.stats.energy_distance (V-statistic, sqrt)", "n": n}
     return value, None, meta
@@ -89,9 +96,12 @@ def _kl(x: Tensor, density: Any) -> dict[str, Any]:
 
 @cache
 def reverse_kl_floor(name: str, n: int) -> dict[str, Any]:
-    """Reverse KL of exact samples at N = n: mean and SD over the floor seeds (the estimator's bias and spread)."""
+    """Reverse KL of exact samples at N = n: mean and SD over the floor seeds (the estimator's bias and spread);
+    on disk per machine (metrics/floor_cache.py)."""
+    key = {"metric": "reverse_kl", "density": name, "fingerprint": density_fingerprint(name), "n": n, "k": KL_K,
+           "min_radius_rel": MIN_RADIUS_REL, "seeds": list(FLOOR_SEEDS)}
     density = toy_density(name)
-    return _mean_sd([_kl(x, density)["kl"] for x in exact_sample_sets(name, n)])
+    return cached_floor(key, lambda: _mean_sd([_kl(x, density)["kl"] for x in exact_sample_sets(name, n)]))
 
 
 def reverse_kl(x: Tensor, dataset: Dataset) -> Measured:
@@ -120,8 +130,11 @@ def mode_reference(name: str) -> Tensor:
 @cache
 def mode_tv_floor(name: str, n: int) -> dict[str, Any]:
     """mode_tv of exact samples at N = n: mean and SD over the floor seeds."""
-    density, ref = toy_density(name), mode_reference(name)
-    return _mean_sd([sample_stats.mode_tv(density.mode_of(x), ref)["tv"] for x in exact_sample_sets(name, n)])
+    key = {"metric": "mode_tv", "density": name, "fingerprint": density_fingerprint(name), "n": n,
+           "seeds": list(FLOOR_SEEDS), "reference": [MODE_REFERENCE_SAMPLES, MODE_REFERENCE_SEED]}
+    density = toy_density(name)
+    return cached_floor(key, lambda: _mean_sd([sample_stats.mode_tv(density.mode_of(x), mode_reference(name))["tv"]
+                                               for x in exact_sample_sets(name, n)]))
 
 
 def mode_tv(x: Tensor, dataset: Dataset) -> Measured:
@@ -138,9 +151,6 @@ def mode_tv(x: Tensor, dataset: Dataset) -> Measured:
     return r["tv"], None, meta
 
 
-_MMD_MULTISCALE_FLOORS: dict[tuple[str, int, tuple[float, ...]], float] = {}  # (data hash, n, bandwidths) -> floor
-
-
 def mmd_multiscale(x: Tensor, dataset: Dataset) -> Measured:
     if dataset.density is None or len(dataset.shape) != 1 or dataset.shape[0] != 2:
         raise NotApplicable(f"multi-scale MMD takes its bandwidths from an exact 2D density's length scales; "
@@ -149,10 +159,8 @@ def mmd_multiscale(x: Tensor, dataset: Dataset) -> Measured:
     h = tuple(density.length_scales())
     n = min(len(x), len(dataset.test), len(dataset.train))
     value = sample_stats.mmd2_multiscale(x[:n], dataset.test[:n], h)
-    key = (dataset.content_hash, n, h)
-    if key not in _MMD_MULTISCALE_FLOORS:
-        _MMD_MULTISCALE_FLOORS[key] = sample_stats.mmd2_multiscale(dataset.train[:n], dataset.test[:n], h)
-    floor = _MMD_MULTISCALE_FLOORS[key]
+    floor = cached_floor({"metric": "mmd2_multiscale", "data": dataset.content_hash, "n": n, "bandwidths": list(h)},
+                         lambda: sample_stats.mmd2_multiscale(dataset.train[:n], dataset.test[:n], h))
     meta = {"kernel": "mean of RBF kernels", "bandwidths": list(h),
             "bandwidth_rule": "dyadic multiples of the density's finest length scale up to half the box width",
             "floor": floor, "floor_definition": "the same MMD^2 between train and test splits at equal N",
