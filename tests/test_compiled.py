@@ -92,3 +92,22 @@ def test_igebm_recipe_clips_the_chains_not_the_optimizer():
     _, runs = load_suite("cifar10", results_dir="/tmp/ebmbench-unused")
     igebm = [r.cfg for r in runs if r.cfg.method == "pcd_ebm"]
     assert igebm and all(c.grad_clip == 0.0 and c.method_params.langevin_grad_clip == 0.2771 for c in igebm)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_every_chain_raises_on_a_non_finite_energy_once_at_its_end(bad):
+    from ebmbench.samplers.hmc import hmc_chain
+    from ebmbench.samplers.langevin import ula
+    from ebmbench.samplers.mala import mala_chain
+
+    def energy(x):  # finite except in one corner that proposals reach
+        return torch.where(x[:, 0] > 0.5, torch.full_like(x[:, 0], bad), x.pow(2).sum(1))
+
+    box, g = Box(-1.0, 1.0, (2,)), torch.Generator().manual_seed(0)
+    x0 = torch.zeros(8, 2)
+    chains = [lambda: ula(energy, x0, steps=20, eps=0.1, temperature=1.0, generator=g, box=box),
+              lambda: mala_chain(energy, x0, steps=20, eps=0.1, generator=g, box=box),
+              lambda: hmc_chain(energy, x0, steps=5, leapfrog_steps=4, step_size=0.3, generator=g, box=box)]
+    for chain in chains:
+        with pytest.raises(FloatingPointError, match="non-finite energy"):
+            chain()

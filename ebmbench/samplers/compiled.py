@@ -43,9 +43,15 @@ def energy_and_grad(energy: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tens
     return e.detach(), grad
 
 
-def check_finite(nonfinite: Tensor, what: str) -> None:
+def finite_probe(e: Tensor) -> Tensor:
+    """0 * sum E: 0 when every energy is finite, NaN when one is NaN or inf. Summed on device over a chain and
+    read once at its end (``check_finite``): two small kernels a step instead of a host sync."""
+    return e.detach().sum() * 0.0
+
+
+def check_finite(probe: Tensor, what: str) -> None:
     """Raise once, at the end of a chain, if any energy along it was NaN or inf (one host sync per chain)."""
-    if bool(nonfinite):
+    if not torch.isfinite(probe).item():
         raise FloatingPointError(f"non-finite energy during {what} (NaN or inf in E(x)); lower the step size "
                                  f"or check the model for divergence")
 

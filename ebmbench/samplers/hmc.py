@@ -18,18 +18,18 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
-from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
 from ebmbench.samplers.langevin import Energy
 from ebmbench.samplers.mala import MCMCStats, check_args, inside, mcmc_info, mh_accept, rows, sq_norm, support_box
 
 
 def leapfrog(
     grad: GradFn, x: Tensor, p: Tensor, g: Tensor, *, n_steps: int, h: Tensor | float, temperature: float,
-    box: Box | None, nonfinite: Tensor,
+    box: Box | None, probe: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """L leapfrog steps of (x, p) under U = E / T from grad E(x) = g; returns x, p, E, grad E, stayed-inside.
 
-    ``nonfinite`` (a device flag) is or-ed in place with whether any energy along the trajectory was NaN/inf.
+    ``probe`` (``compiled.finite_probe``, on device) gains NaN in place if an energy along the trajectory is NaN/inf.
     """
     ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     e = None
@@ -39,7 +39,7 @@ def leapfrog(
         ok = ok & inside(box, x_new)
         x = rows(ok, x_new, x)  # a chain that left stays at its last inside point; it will be rejected
         e, g = grad(x)
-        nonfinite |= ~torch.isfinite(e).all()
+        probe += finite_probe(e)
         p = p - (0.5 if i == n_steps - 1 else 1.0) * h * g / temperature
     return x, p, e, g, ok
 
@@ -70,13 +70,13 @@ def hmc_chain(
     x = x0.detach()
     e, g = grad(x)
     nfe, trace, accepted = 1, [e], torch.zeros((), device=x.device)
-    nonfinite = ~torch.isfinite(e).all()
+    probe = finite_probe(e)
     for _ in range(steps):
         p0 = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         u = torch.rand((x.shape[0], *[1] * (x.dim() - 1)), generator=generator, device=x.device, dtype=x.dtype)
         h = step_size * (1.0 + step_jitter * (2.0 * u - 1.0))
         y, p, e_y, g_y, ok = leapfrog(grad, x, p0, g, n_steps=leapfrog_steps, h=h,
-                                      temperature=temperature, box=box, nonfinite=nonfinite)
+                                      temperature=temperature, box=box, probe=probe)
         nfe += leapfrog_steps
         # log alpha = H(x, p0) - H(y, p) with H = E / T + |p|^2 / 2
         log_alpha = (e - e_y) / temperature + 0.5 * (sq_norm(p0) - sq_norm(p))
@@ -85,7 +85,7 @@ def hmc_chain(
         accepted += accept.sum()
         trace.append(e)
     energies = torch.stack(trace, dim=1)
-    check_finite(nonfinite, "HMC sampling")
+    check_finite(probe, "HMC sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
     return x.detach(), MCMCStats(acceptance=rate, energies=energies, nfe=nfe)
 

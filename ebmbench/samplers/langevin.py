@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
-from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
 
 __all__ = ["Energy", "GradFn", "ula", "energy_and_grad", "clip_per_sample", "langevin", "ChainStats"]
 
@@ -55,16 +55,16 @@ def ula(
     grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     noise_scale = (2.0 * eps * temperature) ** 0.5
     e0, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=x.device)
+    probe = torch.zeros((), device=x.device, dtype=x.dtype)
     for _ in range(steps):
         e, g = grad(x)
         e0 = e if e0 is None else e0
-        nonfinite |= ~torch.isfinite(e).all()
+        probe += finite_probe(e)
         g = clip_per_sample(g, grad_clip)
         grad_norm_sum += g.flatten(1).norm(dim=1).mean()
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = box.project(x.detach() - eps * g + noise_scale * xi, support_mode)
-    check_finite(nonfinite, "Langevin sampling")
+    check_finite(probe, "Langevin sampling")
     stats = ChainStats(
         energy_start=float(e0.mean()) if e0 is not None else float("nan"),
         energy_end=float(e.mean()) if e is not None else float("nan"),

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ebmbench.metrics.mcmc import energy_trace
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
-from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, grad_fn
+from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
 from ebmbench.samplers.langevin import Energy
 
 
@@ -81,13 +81,13 @@ def mala_chain(
     x = x0.detach()
     e, g = grad(x)
     nfe, trace, accepted, noise = 1, [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
-    nonfinite = ~torch.isfinite(e).all()
+    probe = finite_probe(e)
     for _ in range(steps):
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         y = x - eps * g + noise * xi
         ok = inside(box, y)
         e_y, g_y = grad(rows(ok, y, x))
-        nonfinite |= ~torch.isfinite(e_y).all()  # on device: one host sync per chain, at its end
+        probe += finite_probe(e_y)  # on device: one host sync per chain, at its end
         nfe += 1
         # log q(x|y) - log q(y|x) with q(b|a) = N(b; a - eps grad E(a), 2 eps T I); y - mean(y|x) = noise * xi
         log_q_ratio = -sq_norm(x - y + eps * g_y) / (4.0 * eps * temperature) + 0.5 * sq_norm(xi)
@@ -96,7 +96,7 @@ def mala_chain(
         accepted += accept.sum()
         trace.append(e)
     energies = torch.stack(trace, dim=1)
-    check_finite(nonfinite, "MALA sampling")
+    check_finite(probe, "MALA sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
     return x.detach(), MCMCStats(acceptance=rate, energies=energies, nfe=nfe)
 
