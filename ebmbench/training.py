@@ -66,6 +66,29 @@ def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:
     model.load_state_dict({**model.state_dict(), **weights})
 
 
+def host_values(pending: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Diagnostics of several steps as floats, with one device-to-host copy for all of them."""
+    keys = [list(d) for d in pending]
+    tensors = [torch.as_tensor(v, dtype=torch.float64).reshape(()).cpu() if not isinstance(v, Tensor)
+               else v.detach().to(torch.float64).reshape(()) for d in pending for v in d.values()]
+    if not tensors:
+        return [{} for _ in pending]
+    devices = {t.device for t in tensors}
+    flat = torch.stack([t.to(next(iter(devices))) for t in tensors]).tolist() if len(devices) == 1 else \
+        [float(t) for t in tensors]
+    out, i = [], 0
+    for ks in keys:
+        out.append(dict(zip(ks, flat[i:i + len(ks)], strict=True)))
+        i += len(ks)
+    return out
+
+
+def guard_every(device: torch.device, cfg: RunConfig) -> int:
+    """Steps between reads of the diagnostics: every step on the CPU (a read costs nothing there), every
+    ``log_every`` on an accelerator (no host sync per step; every step is still checked, in order)."""
+    return 1 if device.type == "cpu" else cfg.log_every
+
+
 def divergence(diag: dict[str, float], cfg: RunConfig) -> str:
     """The reason training must stop (a non-finite diagnostic; loss, energy or gradient beyond its bound), or ''."""
     bad = sorted(k for k, v in diag.items() if not math.isfinite(v))
@@ -254,13 +277,19 @@ def train(
     def next_batch() -> Tensor:
         return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=device)]
 
+    every, pending = guard_every(device, cfg), []
     for step in bar:
-        diag = step_fn(model, next_batch, optimizers, generator, cfg.method_params)
-        reason = divergence(diag, cfg)
-        if reason:  # nothing after the last good checkpoint is kept
-            return result("diverged", step, reason), ema
-        ema_update(ema, model, cfg.ema_decay)
+        pending.append(step_fn(model, next_batch, optimizers, generator, cfg.method_params))
         done = step + 1
+        if (done % every == 0 or done % cfg.log_every == 0 or done % cfg.checkpoint_every == 0 or done in marks
+                or done == cfg.train_steps or (cfg.snapshot_every and done % cfg.snapshot_every == 0)
+                or (stop_after is not None and done >= stop_after)):
+            for back, values in enumerate(host_values(pending)):
+                reason = divergence(values, cfg)
+                if reason:  # nothing after the last good checkpoint is kept
+                    return result("diverged", done - len(pending) + back, reason), ema
+            diag, pending = values, []
+        ema_update(ema, model, cfg.ema_decay)
         if done % cfg.log_every == 0 or done == cfg.train_steps:
             record = {"step": done, **diag, "wall_s": wall()}
             with curves_path.open("a") as f:

@@ -186,3 +186,40 @@ def test_cli_list_and_dry_run(capsys):
     assert cli.main(["run", "quick", "--dry-run"]) == 0
     assert "digits__ddpm__s2" in capsys.readouterr().out
     assert cli.main(["run", "nope"]) == 2
+
+
+@pytest.mark.parametrize("every", [1, 7])
+def test_guard_read_every_k_steps_finds_the_same_diverged_step(tmp_path, monkeypatch, every):
+    """On an accelerator the diagnostics are read every log_every steps (no host sync per step); every step is
+    still checked in order, so the run stops at the same step with the same last good checkpoint."""
+    from ebmbench import training
+    from ebmbench.methods import diffusion
+
+    real_loss, calls = diffusion.ddpm_loss, {"n": 0}
+
+    def nan_at_step_13(model, x, generator, params):
+        calls["n"] += model is r.model
+        loss, diag = real_loss(model, x, generator, params)
+        return (loss * float("nan"), diag) if calls["n"] == 13 else (loss, diag)
+
+    monkeypatch.setattr(training, "guard_every", lambda device, cfg: every)
+    r = tiny_run(tmp_path, "ddpm", f"guard{every}", log_every=20)
+    monkeypatch.setattr(r, "spec", dataclasses.replace(r.spec, objective=nan_at_step_13))
+    result = run.fit(r, progress=False)
+    assert result.status == "diverged" and result.steps == 12 and "non-finite" in result.reason
+    assert torch.load(r.run_dir / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
+def test_a_non_finite_gradient_skips_the_update_on_the_device():
+    from ebmbench.methods.base import adam, clipped_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = adam([w], 0.1, (0.9, 0.999))
+    (w * torch.tensor([1.0, float("nan"), 2.0])).sum().backward()
+    norm = clipped_step(opt, [w], 0.0)
+    assert not torch.isfinite(norm) and torch.equal(w.detach(), torch.ones(3))
+    assert float(opt.state[w]["step"]) == 0  # the fused kernel's found_inf undid the step count too
+    opt.zero_grad()
+    (w * 2.0).sum().backward()
+    clipped_step(opt, [w], 0.0)
+    assert (w.detach() < 1).all() and float(opt.state[w]["step"]) == 1

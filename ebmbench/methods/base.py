@@ -63,32 +63,35 @@ def single_adam(model: GenerativeModel, lr: float, betas: tuple[float, float]) -
     return {"model": adam(model.parameters(), lr, betas)}
 
 
-def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_clip: float) -> float:
-    """Clip the gradient norm (0 = measure only) and step, unless the norm is not finite.
+def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_clip: float) -> Tensor:
+    """Clip the gradient norm (0 = measure only) and step, unless the norm is not finite; no host sync.
 
-    Returns the norm before clipping; a non-finite norm skips the update so that the
-    divergence guard sees it before any weight is corrupted.
+    Returns the norm before clipping (a device tensor); a non-finite norm skips the update so that the
+    divergence guard sees it before any weight is corrupted. The skip is decided on the device by the fused
+    Adam kernel's ``found_inf`` (as torch.amp.GradScaler drives it); another optimizer decides on the host.
     """
-    if grad_clip > 0:
-        norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-    else:  # measure only: clip_grad_norm_ with an infinite bound would still rescale every gradient by 1
-        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
-    if math.isfinite(norm):
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if grad_clip > 0:  # the same two calls as clip_grad_norm_; measure only: no rescale of every gradient by 1
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~torch.isfinite(norm)).to(torch.float32)  # type: ignore[attr-defined]
         optimizer.step()
-    return norm
+    elif math.isfinite(float(norm)):
+        optimizer.step()
+    return norm.detach()
 
 
 def objective_step(objective: Objective, grad_clip: float = 0.0) -> TrainStep:
     """The default training step: minimize the mean of ``objective`` with the single optimizer."""
 
-    def step(model, next_batch, optimizers, generator, params) -> dict[str, float]:
+    def step(model, next_batch, optimizers, generator, params) -> dict[str, float | Tensor]:
         loss_per_sample, diag = objective(model, next_batch(), generator, params)
         loss = loss_per_sample.mean()
         (optimizer,) = optimizers.values()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = clipped_step(optimizer, [p for p in model.parameters() if p.grad is not None], grad_clip)
-        return {**diag, "loss": float(loss.detach()), "grad_norm": norm}
+        return {**diag, "loss": loss.detach(), "grad_norm": norm}  # 0-d tensors: read when the guard syncs
 
     return step
 

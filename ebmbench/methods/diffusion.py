@@ -165,7 +165,7 @@ def ddpm_loss(
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = add_noise(ab, x0, eps, t)
     loss = (model.eps(x_t, t) - eps).pow(2).flatten(1).mean(dim=1)
-    return loss, {"loss": float(loss.mean().detach())}
+    return loss, {"loss": loss.mean().detach()}  # a 0-d tensor: read on the host only when the guard syncs
 
 
 def add_noise(alphas_cumprod: Tensor, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:

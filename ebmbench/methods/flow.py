@@ -76,7 +76,7 @@ def flow_nll(model: Flow, x: Tensor, generator: torch.Generator, params: RealNVP
              ) -> tuple[Tensor, dict[str, float]]:
     """Negative log-likelihood per sample, -log p(x) in nats, of the (dequantized) batch (Dinh et al. 2017)."""
     nll = -model.log_prob(dequantize(x, model.bin_width, generator))
-    return nll, {"loss": float(nll.detach().mean()), "nll_per_dim": float(nll.detach().mean()) / x[0].numel()}
+    return nll, {"loss": nll.detach().mean(), "nll_per_dim": nll.detach().mean() / x[0].numel()}  # 0-d tensors
 
 
 def level_width(dataset: Dataset, params: RealNVPParams) -> float:

@@ -92,7 +92,7 @@ def ncsn_loss(
     i = torch.randint(0, len(model.sigmas), (x0.shape[0],), generator=generator, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     loss = dsm_loss(model.score, x0, model.sigmas[i], z)
-    return loss, {"loss": float(loss.mean().detach())}
+    return loss, {"loss": loss.mean().detach()}  # a 0-d tensor: read on the host only when the guard syncs
 
 
 def build_score_net(shape: tuple[int, ...], params: NCSNParams) -> nn.Module:
