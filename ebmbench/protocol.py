@@ -288,6 +288,7 @@ class EpsModel(Protocol):
     """
 
     shape: tuple[int, ...]
+    device: torch.device
 
     def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Predicted noise eps_theta(x_t, t) for integer (or fractional) timesteps ``t`` of shape (B,)."""

@@ -83,10 +83,10 @@ def test_metric_modules_import_base_not_the_registry() -> None:
     assert back == []
 
 
-def test_samplers_never_import_a_method() -> None:
-    offenders = importers_of("ebmbench.samplers", "ebmbench.methods")
-    if offenders:
-        pytest.xfail("samplers still import a method (issue 13, the samplers' part): " + "; ".join(offenders))
+def test_samplers_never_import_a_method_or_a_metric() -> None:
+    for layer in ("ebmbench.methods", "ebmbench.metrics"):
+        offenders = importers_of("ebmbench.samplers", layer)
+        assert not offenders, f"samplers import {layer}: " + "; ".join(offenders)
 
 
 def find_cycle() -> list[str] | None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ebmbench.samplers.metropolis import energy_trace  # noqa: F401  (the chains' thinned trace, re-exported)
+
 
 def as_chains(chains: Tensor) -> Tensor:
     """``(n_chains, n_steps[, dim])`` as a float64 CPU tensor ``(n_chains, n_steps, dim)``."""
@@ -108,14 +110,3 @@ def chain_energies(energy: Callable[[Tensor], Tensor], states: Tensor) -> Tensor
     """E at every stored state: ``states`` (n_steps, n_chains, *shape) -> energies (n_chains, n_steps)."""
     with torch.no_grad():
         return torch.stack([energy(s).detach() for s in states], dim=1)
-
-
-def energy_trace(energies: Tensor, max_points: int = 21) -> dict[str, list]:
-    """Mean energy over chains at up to ``max_points`` evenly spaced steps (first and last kept).
-
-    ``energies`` is (n_chains, n_steps), e.g. ``MCMCStats.energies`` or ``chain_energies``.
-    """
-    e = torch.as_tensor(energies).detach().to("cpu", torch.float64)
-    n_steps = e.shape[1]
-    steps = torch.linspace(0, n_steps - 1, min(max_points, n_steps)).round().long().unique()
-    return {"steps": steps.tolist(), "mean_energy": e[:, steps].mean(dim=0).tolist()}

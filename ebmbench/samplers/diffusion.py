@@ -13,21 +13,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ebmbench.protocol import SAMPLERS, SamplerOutput, SamplerSpec
+from ebmbench.protocol import SAMPLERS, EpsModel, SamplerOutput, SamplerSpec
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    from ebmbench.methods.diffusion import DDPM
 
-
-def _prior(model: DDPM, n: int, generator: torch.Generator) -> Tensor:
+def _prior(model: EpsModel, n: int, generator: torch.Generator) -> Tensor:
     """x_T ~ N(0, I) of shape (n, *model.shape) on the model's device."""
     return torch.randn((n, *model.shape), generator=generator, device=model.device)
 
 
 def _run_chain(
-    model: DDPM,
+    model: EpsModel,
     scheduler: DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler,
     x: Tensor,
     **step_kwargs: Any,
@@ -42,7 +40,7 @@ def _run_chain(
     return x, calls
 
 
-def _info(model: DDPM, scheduler: Any, **extra: Any) -> dict[str, Any]:
+def _info(model: EpsModel, scheduler: Any, **extra: Any) -> dict[str, Any]:
     """What the run used: scheduler class, the pinned settings and how many timesteps were visited."""
     return {
         "scheduler": type(scheduler).__name__,
@@ -53,7 +51,7 @@ def _info(model: DDPM, scheduler: Any, **extra: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def ddpm_ancestral(model: DDPM, n: int, generator: torch.Generator, steps: int = 1000) -> SamplerOutput:
+def ddpm_ancestral(model: EpsModel, n: int, generator: torch.Generator, steps: int = 1000) -> SamplerOutput:
     """Ancestral sampling x_{t-1} ~ p_theta(x_{t-1} | x_t) (Ho et al. 2020, Algorithm 2)."""
     scheduler = model.make_ddpm_scheduler()
     scheduler.set_timesteps(steps)
@@ -62,14 +60,14 @@ def ddpm_ancestral(model: DDPM, n: int, generator: torch.Generator, steps: int =
 
 
 @torch.no_grad()
-def ddim(model: DDPM, n: int, generator: torch.Generator, steps: int = 50, eta: float = 0.0) -> SamplerOutput:
+def ddim(model: EpsModel, n: int, generator: torch.Generator, steps: int = 50, eta: float = 0.0) -> SamplerOutput:
     """DDIM sampling with sigma_t = eta * sqrt(beta~_t) (Song et al. 2021, eq. 12 and 16)."""
     x, calls, scheduler = _ddim_chain(model, _prior(model, n, generator), steps, eta, generator)
     return SamplerOutput(x, nfe=calls, info=_info(model, scheduler, eta=eta))
 
 
 def _ddim_chain(
-    model: DDPM, x_T: Tensor, steps: int, eta: float, generator: torch.Generator | None
+    model: EpsModel, x_T: Tensor, steps: int, eta: float, generator: torch.Generator | None
 ) -> tuple[Tensor, int, DDIMScheduler]:
     scheduler = model.make_ddim_scheduler()
     scheduler.set_timesteps(steps)
@@ -78,13 +76,13 @@ def _ddim_chain(
 
 
 @torch.no_grad()
-def ddim_decode(model: DDPM, x_T: Tensor, steps: int = 50) -> Tensor:
+def ddim_decode(model: EpsModel, x_T: Tensor, steps: int = 50) -> Tensor:
     """Deterministic DDIM (eta = 0) from a given x_T to x_0 (Song et al. 2021, eq. 12); ``steps`` eps calls."""
     return _ddim_chain(model, x_T, steps, 0.0, None)[0]
 
 
 @torch.no_grad()
-def ddim_invert(model: DDPM, x0: Tensor, steps: int = 50, fixed_point_iters: int = 0) -> Tensor:
+def ddim_invert(model: EpsModel, x0: Tensor, steps: int = 50, fixed_point_iters: int = 0) -> Tensor:
     """DDIM inversion x0 -> x_T: the eta = 0 update run forwards (Song et al. 2021, Sec. 4.3; Dhariwal & Nichol 2021).
 
     diffusers' DDIMInverseScheduler visits the DDIM sampler's timesteps in reverse order and
@@ -107,7 +105,7 @@ def ddim_invert(model: DDPM, x0: Tensor, steps: int = 50, fixed_point_iters: int
 
 
 @torch.no_grad()
-def dpm_solver(model: DDPM, n: int, generator: torch.Generator, steps: int = 20) -> SamplerOutput:
+def dpm_solver(model: EpsModel, n: int, generator: torch.Generator, steps: int = 20) -> SamplerOutput:
     """DPM-Solver++(2M): multistep 2nd-order probability-flow ODE solver on x0 predictions (Lu et al. 2022)."""
     scheduler = model.make_dpm_scheduler()
     scheduler.set_timesteps(steps)

@@ -20,7 +20,16 @@ from torch import Tensor
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
 from ebmbench.samplers.langevin import Energy
-from ebmbench.samplers.mala import MCMCStats, check_args, inside, mcmc_info, mh_accept, rows, sq_norm, support_box
+from ebmbench.samplers.metropolis import (
+    MCMCStats,
+    check_args,
+    inside,
+    mcmc_info,
+    mh_accept,
+    rows,
+    sq_norm,
+    support_box,
+)
 
 
 def leapfrog(
