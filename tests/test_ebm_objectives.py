@@ -19,7 +19,7 @@ import ebmbench.methods.ebm_objectives as eo  # registers the methods before the
 from ebmbench import run
 from ebmbench.builtins import load_dataset
 from ebmbench.methods.base import METHODS
-from ebmbench.methods.ebm import EBM, PCDParams
+from ebmbench.methods.ebm import EBM, EnergyModel, PCDParams
 from ebmbench.metrics.likelihood import heldout_nll, log_partition_quadrature
 from ebmbench.nets.conv import ConvEnergy, conv_energy_for
 from ebmbench.protocol import Box
@@ -86,8 +86,9 @@ def test_methods_are_registered_ebms_without_a_replay_buffer(name):
     assert (spec.family, spec.notebook) == ("ebm", "train_ebm.ipynb")
     assert all(f.type in ("int", "float", "str", "bool") for f in fields(spec.params))
     model = spec.build(load_dataset("eight_gaussians"), spec.params())
-    assert isinstance(model, EBM) and model.capabilities == frozenset({"energy"})
-    assert model.buffer.numel() == 2  # a one-entry buffer, never filled
+    assert isinstance(model, EnergyModel) and not isinstance(model, EBM)  # the PCD model adds the buffer
+    assert model.capabilities == frozenset({"energy"}) and not hasattr(model, "buffer")
+    assert model.params is not None and type(model.params) is spec.params  # its own params, no stand-in
     samplers = spec.eval_samplers(spec.params())
     assert [s for s, _ in samplers] == ["langevin", "mala", "hmc"]  # no replay buffer
     s = model.sample(5, generator=torch.Generator().manual_seed(0), **samplers[0][1])

@@ -19,7 +19,7 @@ from ebmbench.data.base import Dataset
 from ebmbench.methods.base import training_step
 from ebmbench.methods.diffusion import DDPM
 from ebmbench.methods.ebm import EBM
-from ebmbench.methods.ebm_objectives import EnergyModel, chain_params
+from ebmbench.methods.ebm_objectives import EnergyModel
 from ebmbench.methods.gan import GAN, VARIANTS
 from ebmbench.methods.score import NCSN
 from ebmbench.nets import cifar
@@ -151,7 +151,7 @@ def paper_model(recipe: recipes.Recipe, dataset: Dataset, params: Any) -> Genera
     if recipe.method == "pcd_ebm":
         return EBM(nets["energy"], box, params)
     if recipe.method == "short_run_ebm":
-        return EnergyModel(nets["energy"], box, chain_params(params))
+        return EnergyModel(nets["energy"], box, params)
     if recipe.method == "ncsn":
         return NCSN(nets["score"], box, params)
     if recipe.method == "ddpm":

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.nets.cifar import eps_net
-from ebmbench.nets.mlp import TimeMLP
-from ebmbench.nets.unet import small_unet
+from ebmbench.nets.time_conditioned import time_conditioned_net
 from ebmbench.noise import VPNoise, as_sigma, per_sample
 from ebmbench.protocol import Box, GenerativeModel
 
@@ -180,12 +179,8 @@ def build_eps_net(shape: tuple[int, ...], params: DDPMParams) -> nn.Module:
     """TimeMLP for vector data (D,), a small UNet for images (C, H, W)."""
     if params.arch != "default":
         return eps_net(params.arch, shape)
-    if len(shape) == 1:
-        return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
-    if len(shape) == 3:
-        channels = tuple(int(c) for c in params.channels.split(","))
-        return small_unet(shape, channels=channels)  # type: ignore[arg-type]
-    raise ValueError(f"DDPM has eps nets for shapes (D,) and (C, H, W), not {shape}")
+    return time_conditioned_net(shape, hidden=params.hidden, depth=params.depth, channels=params.channels,
+                                what="DDPM eps")
 
 
 def build_ddpm(dataset: Dataset, params: DDPMParams) -> DDPM:

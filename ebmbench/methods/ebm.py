@@ -46,19 +46,17 @@ class PCDParams(EnergyNetParams):
     buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
 
 
-class EBM(GenerativeModel):
-    """An energy model exp(-E(x))/Z on a box, with a persistent replay buffer of chains."""
+class EnergyModel(GenerativeModel):
+    """An energy model exp(-E(x))/Z on a box, what every EBM objective trains (LeCun et al. 2006); sampled by
+    fresh Langevin chains with the Langevin settings of its params (any ``EnergyNetParams``)."""
 
     family = "ebm"
-    capabilities = frozenset({"energy", "replay_buffer"})
+    capabilities = frozenset({"energy"})
     default_sampler = "langevin"
 
-    def __init__(self, net: nn.Module, support: Box, params: PCDParams) -> None:
+    def __init__(self, net: nn.Module, support: Box, params: EnergyNetParams) -> None:
         super().__init__(net, support)
         self.params = params
-        self.register_buffer("buffer", torch.zeros(params.buffer_size, *support.shape))
-        # chain length of each buffer entry in Langevin steps; -1 marks an unfilled buffer
-        self.register_buffer("buffer_age", torch.full((params.buffer_size,), -1, dtype=torch.long))
 
     def energy(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -67,6 +65,18 @@ class EBM(GenerativeModel):
         p = self.params
         return dict(eps=p.langevin_eps, temperature=p.langevin_T, support_mode=p.support_mode,
                     grad_clip=p.langevin_grad_clip)
+
+
+class EBM(EnergyModel):
+    """An energy model with a persistent replay buffer of chains (PCD: Tieleman 2008; Du & Mordatch 2019)."""
+
+    capabilities = frozenset({"energy", "replay_buffer"})
+
+    def __init__(self, net: nn.Module, support: Box, params: PCDParams) -> None:
+        super().__init__(net, support, params)
+        self.register_buffer("buffer", torch.zeros(params.buffer_size, *support.shape))
+        # chain length of each buffer entry in Langevin steps; -1 marks an unfilled buffer
+        self.register_buffer("buffer_age", torch.full((params.buffer_size,), -1, dtype=torch.long))
 
 
 def build_energy_net(dataset: Dataset, params: Any) -> nn.Module:
@@ -104,21 +114,23 @@ def draw_negatives(model: EBM, batch: int, generator: torch.Generator) -> Tensor
     return x
 
 
+def contrastive_loss(model: EnergyModel, x_pos: Tensor, x_neg: Tensor, l2_weight: float
+                     ) -> tuple[Tensor, dict[str, float]]:
+    """E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2), per sample, with the energy gap as diagnostic (Du & Mordatch 2019)."""
+    e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
+    loss = e_pos - e_neg + l2_weight * (e_pos**2 + e_neg**2)
+    e_pos, e_neg = e_pos.detach(), e_neg.detach()
+    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e_pos.mean()),
+            "energy_neg": float(e_neg.mean()), "energy_gap": float(e_neg.mean() - e_pos.mean())}
+    return loss, diag
+
+
 def pcd_loss(model: EBM, x_pos: Tensor, generator: torch.Generator, params: PCDParams
              ) -> tuple[Tensor, dict[str, float]]:
-    """Contrastive divergence E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2) (Du & Mordatch 2019)."""
+    """Contrastive divergence on negatives from the replay buffer (Du & Mordatch 2019)."""
     x_neg = draw_negatives(model, x_pos.shape[0], generator)
-    e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
-    loss = e_pos - e_neg + params.l2_weight * (e_pos**2 + e_neg**2)
-    e_pos, e_neg = e_pos.detach(), e_neg.detach()
-    diag = {
-        "loss": float(loss.detach().mean()),
-        "energy_pos": float(e_pos.mean()),
-        "energy_neg": float(e_neg.mean()),
-        "energy_gap": float(e_neg.mean() - e_pos.mean()),
-        "buffer_age_mean": float(model.buffer_age.float().mean()),
-    }
-    return loss, diag
+    loss, diag = contrastive_loss(model, x_pos, x_neg, params.l2_weight)
+    return loss, {**diag, "buffer_age_mean": float(model.buffer_age.float().mean())}
 
 
 def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0) -> SamplerOutput:

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from ebmbench.data.base import Dataset
 from ebmbench.mathutil import log_ndtr_diff
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.methods.ebm import EBM, EnergyNetParams, PCDParams, build_energy_net, energy_eval_samplers
+from ebmbench.methods.ebm import (
+    EnergyModel,
+    EnergyNetParams,
+    build_energy_net,
+    contrastive_loss,
+    energy_eval_samplers,
+)
 from ebmbench.protocol import Box
 from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula
@@ -74,16 +80,10 @@ class NCEParams(EnergyNetParams):
     sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
 
 
-class EnergyModel(EBM):
-    """An EBM exp(-E(x))/Z without a replay buffer: its only sampler is fresh Langevin chains."""
-
-    capabilities = frozenset({"energy"})
-
-
 class NCEEBM(EnergyModel):
     """An EBM with a learned log-normalizer c: log p_theta(x) = -E(x) - c (Gutmann & Hyvarinen 2010)."""
 
-    def __init__(self, net: nn.Module, support: Box, params: PCDParams) -> None:
+    def __init__(self, net: nn.Module, support: Box, params: NCEParams) -> None:
         super().__init__(net, support, params)
         # c starts at the log-volume of the box: exp(-E) with E near 0 is then close to uniform
         self.log_z = nn.Parameter(torch.tensor(float(support.log_volume)))
@@ -94,22 +94,12 @@ class NCEEBM(EnergyModel):
         return float(self.log_z.detach())
 
 
-def chain_params(params: Any) -> PCDParams:
-    """PCDParams carrying our Langevin settings; a one-entry buffer that is never used."""
-    return PCDParams(
-        hidden=params.hidden, depth=params.depth, channels=params.channels, buffer_size=1, reinit_frac=0.0,
-        langevin_steps=getattr(params, "langevin_steps", 0), langevin_eps=params.langevin_eps,
-        langevin_T=params.langevin_T, langevin_grad_clip=params.langevin_grad_clip, support_mode=params.support_mode,
-        l2_weight=getattr(params, "l2_weight", 0.0), sample_steps=params.sample_steps,
-    )
-
-
 def build_energy_model(dataset: Dataset, params: Any) -> EnergyModel:
-    return EnergyModel(build_energy_net(dataset, params), dataset.support, chain_params(params))
+    return EnergyModel(build_energy_net(dataset, params), dataset.support, params)
 
 
 def build_nce_model(dataset: Dataset, params: NCEParams) -> NCEEBM:
-    return NCEEBM(build_energy_net(dataset, params), dataset.support, chain_params(params))
+    return NCEEBM(build_energy_net(dataset, params), dataset.support, params)
 
 
 def short_run_eval(params: ShortRunParams) -> list[tuple[str, dict[str, Any]]]:
@@ -118,17 +108,6 @@ def short_run_eval(params: ShortRunParams) -> list[tuple[str, dict[str, Any]]]:
 
 
 # ---------------------------------------------------------------- MCMC-trained objectives
-
-
-def contrastive_loss(model: EnergyModel, x_pos: Tensor, x_neg: Tensor, l2_weight: float
-                     ) -> tuple[Tensor, dict[str, float]]:
-    """E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2), per sample, with the energy gap as diagnostic."""
-    e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
-    loss = e_pos - e_neg + l2_weight * (e_pos**2 + e_neg**2)
-    e_pos, e_neg = e_pos.detach(), e_neg.detach()
-    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e_pos.mean()),
-            "energy_neg": float(e_neg.mean()), "energy_gap": float(e_neg.mean() - e_pos.mean())}
-    return loss, diag
 
 
 def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator, params: ShortRunParams | CDkParams

@@ -13,8 +13,7 @@ import ebmbench.samplers.annealed  # noqa: F401  (registers annealed_langevin, N
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.nets.cifar import score_net
-from ebmbench.nets.mlp import TimeMLP
-from ebmbench.nets.unet import small_unet
+from ebmbench.nets.time_conditioned import time_conditioned_net
 from ebmbench.noise import VENoise, as_sigma, geometric_sigmas, per_sample
 from ebmbench.protocol import Box, GenerativeModel
 
@@ -100,12 +99,8 @@ def build_score_net(shape: tuple[int, ...], params: NCSNParams) -> nn.Module:
     if params.arch != "default":
         return score_net(params.arch, shape, sigma_max=params.sigma_max, sigma_min=params.sigma_min,
                          n_sigmas=params.n_sigmas)
-    if len(shape) == 1:
-        return TimeMLP(shape[0], hidden=params.hidden, depth=params.depth)
-    if len(shape) == 3:
-        channels = tuple(int(c) for c in params.channels.split(","))
-        return small_unet(shape, channels=channels)  # type: ignore[arg-type]
-    raise ValueError(f"NCSN has score nets for shapes (D,) and (C, H, W), not {shape}")
+    return time_conditioned_net(shape, hidden=params.hidden, depth=params.depth, channels=params.channels,
+                                what="NCSN score")
 
 
 def build_ncsn(dataset: Dataset, params: NCSNParams) -> NCSN:
