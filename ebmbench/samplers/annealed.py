@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ebmbench.noise import geometric_sigmas
 from ebmbench.protocol import SAMPLERS, GenerativeModel, SamplerOutput, SamplerSpec
+from ebmbench.samplers.trace import emit
 
 
 def initial_state(model: GenerativeModel, n: int, generator: torch.Generator, init: str, sigma_max: float) -> Tensor:
@@ -56,15 +57,18 @@ def annealed_langevin(
     alphas = step_sizes(sigmas, eps)
     x = initial_state(model, n, generator, init, sigma_max)
     calls = 0
+    emit("start", x)
     for sigma, alpha in zip(sigmas.tolist(), alphas.tolist()):
         for _ in range(steps_per_sigma):
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + 0.5 * alpha * model.score(x, sigma) + math.sqrt(alpha) * z
             calls += 1
+        emit(f"sigma = {sigma:.3g}", x)
     if denoise:
         x = x + sigma_min**2 * model.score(x, sigma_min)
         calls += 1
     x = model.support.project(x, support_mode)
+    emit("denoised" if denoise else "final", x)
     info = {
         "sigmas": sigmas.tolist(),
         "alpha_first": float(alphas[0]),

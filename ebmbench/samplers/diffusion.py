@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, EpsModel, SamplerOutput, SamplerSpec
+from ebmbench.samplers.trace import emit
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -33,10 +34,12 @@ def _run_chain(
     """Walk ``scheduler.timesteps``: one eps call and one ``scheduler.step`` each; returns (x_0, calls)."""
     calls = 0
     for t in scheduler.timesteps.tolist():
+        emit(f"t = {t}", x)
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         eps = model.eps(x, t_batch)
         calls += 1
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+    emit("x_0", x)
     return x, calls
 
 

@@ -30,6 +30,7 @@ from ebmbench.samplers.metropolis import (
     sq_norm,
     support_box,
 )
+from ebmbench.samplers.trace import emit
 
 
 def leapfrog(
@@ -80,7 +81,8 @@ def hmc_chain(
     e, g = grad(x)
     nfe, trace, accepted = 1, [e], torch.zeros((), device=x.device)
     probe = finite_probe(e)
-    for _ in range(steps):
+    emit("step 0", x)
+    for step in range(steps):
         p0 = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         u = torch.rand((x.shape[0], *[1] * (x.dim() - 1)), generator=generator, device=x.device, dtype=x.dtype)
         h = step_size * (1.0 + step_jitter * (2.0 * u - 1.0))
@@ -93,6 +95,7 @@ def hmc_chain(
         x, e, g = rows(accept, y, x), torch.where(accept, e_y, e), rows(accept, g_y, g)
         accepted += accept.sum()
         trace.append(e)
+        emit(f"step {step + 1}", x)
     energies = torch.stack(trace, dim=1)
     check_finite(probe, "HMC sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
+from ebmbench.samplers.trace import emit
 
 __all__ = ["Energy", "GradFn", "ula", "energy_and_grad", "clip_per_sample", "langevin", "ChainStats"]
 
@@ -56,7 +57,8 @@ def ula(
     noise_scale = (2.0 * eps * temperature) ** 0.5
     e0, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
     probe = torch.zeros((), device=x.device, dtype=x.dtype)
-    for _ in range(steps):
+    emit("step 0", x)
+    for step in range(steps):
         e, g = grad(x)
         e0 = e if e0 is None else e0
         probe += finite_probe(e)
@@ -64,6 +66,7 @@ def ula(
         grad_norm_sum += g.flatten(1).norm(dim=1).mean()
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = box.project(x.detach() - eps * g + noise_scale * xi, support_mode)
+        emit(f"step {step + 1}", x)
     check_finite(probe, "Langevin sampling")
     stats = ChainStats(
         energy_start=float(e0.mean()) if e0 is not None else float("nan"),

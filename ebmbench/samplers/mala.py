@@ -25,6 +25,7 @@ from ebmbench.samplers.metropolis import (
     sq_norm,
     support_box,
 )
+from ebmbench.samplers.trace import emit
 
 
 def mala_chain(
@@ -48,7 +49,8 @@ def mala_chain(
     e, g = grad(x)
     nfe, trace, accepted, noise = 1, [e], torch.zeros((), device=x.device), (2.0 * eps * temperature) ** 0.5
     probe = finite_probe(e)
-    for _ in range(steps):
+    emit("step 0", x)
+    for step in range(steps):
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         y = x - eps * g + noise * xi
         ok = inside(box, y)
@@ -61,6 +63,7 @@ def mala_chain(
         x, e, g = rows(accept, y, x), torch.where(accept, e_y, e), rows(accept, g_y, g)
         accepted += accept.sum()
         trace.append(e)
+        emit(f"step {step + 1}", x)
     energies = torch.stack(trace, dim=1)
     check_finite(probe, "MALA sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
