@@ -10,11 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ebmbench import leaderboard, plots
+from ebmbench import leaderboard
 from ebmbench.curves import budgets, curve_table, floor_of
+from ebmbench.kernels import KERNEL_ARGS, NOTEBOOKS_DIR
 from ebmbench.leaderboard import seed_interval
+from ebmbench.plots import suite as plots
 from ebmbench.results import atomic_write_text, load_results
-from ebmbench.suites import KERNEL_ARGS, NOTEBOOKS_DIR
 
 SAMPLE_METRICS = ("reverse_kl", "mode_tv", "mmd2_multiscale", "mmd2", "energy_distance", "mode_coverage",
                   "off_support_fraction", "true_nll_of_samples", "fid_domain", "kid_domain", "is_domain",
@@ -106,7 +107,8 @@ def estimator_vs_exact(frame: pd.DataFrame) -> pd.DataFrame:
         for _, est in ok[(ok.run_id == run_id) & ok.metric.isin(ESTIMATORS)].iterrows():
             meta = est.meta if isinstance(est.meta, dict) else {}
             nfe, unit = estimator_cost(meta)
-            rows.append({"dataset": est.dataset, "method": est.method, "seed": est.seed, "estimator": est.metric,
+            rows.append({"dataset": est.dataset, "method": est.method, "family": est.family, "seed": est.seed,
+                         "estimator": est.metric,
                          "kind": meta.get("likelihood_kind"), "estimate": est.value, "stderr": est.stderr,
                          "exact": truth.value, "exact_by": truth.metric, "error": est.value - truth.value,
                          "nfe": nfe, "nfe_unit": unit, "wall_s": meta.get("wall_s")})
@@ -434,7 +436,7 @@ def render(suite_dir: Path | str, notebook: str = "report.ipynb") -> Path:
     import papermill as pm
     from nbconvert import HTMLExporter
 
-    from ebmbench.suites import kernel_environment
+    from ebmbench.kernels import kernel_environment
 
     suite_dir = Path(suite_dir).resolve()
     executed = suite_dir / notebook
@@ -465,7 +467,7 @@ NOISE = re.compile(r"Traceback \(most recent call last\)|\b\w*Warning: |IProgres
 
 def redact_paths(text: str) -> str:
     """Text for a shared page: the home folder as ~, the repository as ., any other absolute path as .../name."""
-    from ebmbench.suites import ROOT
+    from ebmbench.kernels import ROOT
 
     text = text.replace(str(ROOT), ".").replace(str(Path.home()), "~")
     return re.sub(r"(?<![\w.~:/-])/(?:[^\s/'\"]+/)+([^\s/'\"]*)", r".../\1", text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
 import sys
 import textwrap
 from functools import cache
@@ -195,3 +196,14 @@ def test_every_model_metric_states_what_it_needs() -> None:
             declared |= set(getattr(obj, "capabilities", frozenset()) if isinstance(obj, type) else ())
     for name in MODEL_METRICS.names():
         assert set(MODEL_METRICS.get(name).capabilities) <= declared, name
+
+
+def test_suite_figures_and_the_report_never_load_the_run_machinery() -> None:
+    for forbidden in ("ebmbench.run", "ebmbench.methods", "ebmbench.samplers", "ebmbench.training",
+                      "ebmbench.builtins"):
+        offenders = importers_of("ebmbench.plots.suite", forbidden)
+        assert not offenders, f"plots/suite.py imports {forbidden}: " + "; ".join(offenders)
+    code = ("import sys, ebmbench.report; print(sorted(m for m in sys.modules if m.startswith(("
+            "'ebmbench.run', 'ebmbench.methods', 'ebmbench.samplers', 'ebmbench.training', 'ebmbench.builtins'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", f"import ebmbench.report loaded {out.stdout.strip()}"

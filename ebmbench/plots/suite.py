@@ -1,7 +1,7 @@
-"""Figures: samples, energy landscapes, chains, denoising trajectories, quality vs cost.
+"""Figures of a suite, drawn from its results table and the files its runs saved (samples.pt, landscape.pt,
+curves.jsonl): the report imports this module only, never the run machinery.
 
-Pictures branch on the data's shape (2D points or images) and on declared
-capabilities, never on model family.
+Pictures branch on the data's shape (2D points or images) and on declared capabilities, never on model family.
 """
 
 from __future__ import annotations
@@ -13,202 +13,10 @@ import matplotlib.pyplot as plt  # no backend forced: notebooks draw inline, hea
 import pandas as pd
 import torch
 from matplotlib.lines import Line2D
-from torch import Tensor
 
 from ebmbench.curves import floor_of
-from ebmbench.run import Run, sampler_plan
-
-
-def _show(ax, x: Tensor, title: str, box) -> None:
-    """Scatter 2D points, or a grid of images (uint8 bytes as kept in samples.pt, or model space), on ``ax``."""
-    if x.dtype == torch.uint8:
-        x = box.low + (box.high - box.low) * x.float() / 255
-    x = x.detach().float().cpu()
-    if x.dim() == 2 and x.shape[1] == 2:
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
-        ax.set_xlim(box.low, box.high)
-        ax.set_ylim(box.low, box.high)
-        ax.set_aspect("equal")
-    else:
-        from torchvision.utils import make_grid  # lazy: torchvision's import costs seconds, 2D runs skip it
-
-        imgs = (x[:64] - box.low) / (box.high - box.low)
-        grid = make_grid(imgs.clamp(0, 1), nrow=8, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.axis("off")
-    ax.set_title(title, fontsize=9)
-
-
-def samples_figure(run: Run, path: Path | None = None) -> plt.Figure:
-    """Test data beside each evaluation sampler's samples; saved as the run's samples.png."""
-    panels = [("test data", run.dataset.test)] + [
-        (f"{k} (NFE {s.cost.nfe:g})", s.x) for k, s in run.samples.items()
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), squeeze=False)
-    for ax, (title, x) in zip(axes[0], panels):
-        _show(ax, x[:2000], title, run.dataset.support)
-    fig.suptitle(f"{run.cfg.method} on {run.cfg.dataset}, seed {run.cfg.seed}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path or run.run_dir / "samples.png", dpi=110)
-    return fig
-
-
-def grid_2d(box, n: int = 200) -> Tensor:
-    ticks = torch.linspace(box.low, box.high, n)
-    gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
-    return torch.stack([gx.flatten(), gy.flatten()], dim=1)
-
-
-def energy_landscape(run: Run) -> plt.Figure | None:
-    """exp(-E) of the model beside the true density on the support box (2D energies only)."""
-    if not run.model.has("energy") or run.model.support.dim != 2:
-        return None
-    box, n = run.model.support, 200
-    pts = grid_2d(box, n)
-    with torch.no_grad():
-        model_logp = -run.model.energy(pts.to(run.model.device)).cpu()
-    panels = [("model exp(-E) (unnormalized)", model_logp)]
-    if run.dataset.density is not None:
-        panels.append(("true density", run.dataset.density.log_prob(pts)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3), squeeze=False)
-    for ax, (title, logp) in zip(axes[0], panels):
-        img = torch.exp(logp - logp.max()).view(n, n)
-        ax.imshow(img.numpy(), origin="lower", extent=(box.low, box.high, box.low, box.high), cmap="magma")
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _langevin_frames(run: Run, marks: list[int]) -> list[tuple[int, Tensor]]:
-    """States of fresh ULA chains from noise at the given step counts (the run's eps and T)."""
-    from ebmbench.samplers.langevin import ula
-
-    p, box = run.cfg.method_params, run.model.support
-    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
-    x = box.uniform(16 if box.dim > 2 else 500, gen, run.model.device)
-    frames, done = [], 0
-    for k in sorted(marks):
-        x, _ = ula(run.model.energy, x, steps=k - done, eps=p.langevin_eps, temperature=p.langevin_T,
-                   generator=gen, box=box, support_mode=p.support_mode)
-        frames.append((k, x))
-        done = k
-    return frames
-
-
-def _frames_figure(run: Run, frames: list[tuple[int, Tensor]], title: str) -> plt.Figure:
-    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
-    for ax, (k, xs) in zip(axes[0], frames):
-        _show(ax, xs, f"step {k}", run.dataset.support)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
-    """Fresh Langevin chains from noise at evenly spaced steps up to the evaluation length."""
-    if not run.model.has("energy"):
-        return None
-    p = run.cfg.method_params
-    steps = p.sample_steps
-    marks = sorted({max(1, round(steps * i / (n_frames - 1))) for i in range(n_frames)})
-    return _frames_figure(run, _langevin_frames(run, marks),
-                          f"Langevin chains (eps={p.langevin_eps}, T={p.langevin_T})")
-
-
-def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
-    """Energies of test data against energies of the model's own samples (default sampler)."""
-    if not run.model.has("energy") or run.status != "ok":
-        return None
-    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 11)
-    label, name, budget = sampler_plan(run)[0]  # the method's first evaluation sampler, at its budget
-    samples = run.model.sample(n, generator=gen, sampler=name, **budget).x
-    with torch.no_grad():
-        e_data = run.model.energy(run.dataset.test[:n].to(run.model.device)).cpu()
-        e_model = run.model.energy(samples).cpu()
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    ax.hist(e_data.numpy(), bins=40, alpha=0.6, density=True, label="test data")
-    ax.hist(e_model.numpy(), bins=40, alpha=0.6, density=True, label=f"samples ({label})")
-    ax.set_xlabel("energy E(x)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16)) -> plt.Figure | None:
-    """The same chains far beyond the evaluation length: short-run models degrade, persistent ones hold."""
-    if not run.model.has("energy"):
-        return None
-    steps = run.cfg.method_params.sample_steps
-    return _frames_figure(run, _langevin_frames(run, [steps * f for f in factors]),
-                          f"long-run chains: {', '.join(f'{f}x' for f in factors)} the evaluation length")
-
-
-def denoising_trajectory(run: Run, n: int = 500, n_frames: int = 6) -> plt.Figure | None:
-    """x_t along a DDIM trajectory from noise to data (models with eps prediction)."""
-    if not run.model.has("eps_prediction"):
-        return None
-    scheduler = run.model.make_ddim_scheduler()
-    scheduler.set_timesteps(50)
-    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
-    n = n if run.model.support.dim <= 2 else 16
-    x = torch.randn((n, *run.model.support.shape), generator=gen, device=run.model.device)
-    keep = set(torch.linspace(0, len(scheduler.timesteps) - 1, n_frames).round().long().tolist())
-    frames = []
-    with torch.no_grad():
-        for i, t in enumerate(scheduler.timesteps):
-            if i in keep:
-                frames.append((int(t), x))
-            x = scheduler.step(run.model.eps(x, t.expand(n).to(x.device)), t, x).prev_sample
-    frames.append((0, x))
-    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
-    for ax, (t, xs) in zip(axes[0], frames):
-        _show(ax, xs, f"t = {t}" if t else "x_0", run.dataset.support)
-    fig.suptitle("DDIM denoising trajectory (50 steps)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def samples_over_training(run: Run) -> plt.Figure | None:
-    """Samples of the raw weights at each snapshot step (same noise each time), if snapshots were taken."""
-    path = run.run_dir / "snapshots.pt"
-    if not path.exists():
-        return None
-    snaps = torch.load(path, weights_only=True)
-    fig, axes = plt.subplots(1, len(snaps), figsize=(2.4 * len(snaps), 2.6), squeeze=False)
-    for ax, (step, x) in zip(axes[0], sorted(snaps.items())):
-        _show(ax, x, f"step {step}", run.dataset.support)
-    fig.suptitle("samples over training (raw weights, fixed noise)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def annealed_trajectory(run: Run, n_frames: int = 6) -> plt.Figure | None:
-    """Annealed Langevin (Song & Ermon 2019) shown at the end of evenly chosen noise levels (score models)."""
-    from ebmbench.noise import geometric_sigmas
-    from ebmbench.samplers.annealed import initial_state, step_sizes
-
-    if not run.model.has("score"):
-        return None
-    p, box = run.cfg.method_params, run.model.support
-    sigmas = geometric_sigmas(p.sigma_max, p.sigma_min, p.n_sigmas)
-    alphas = step_sizes(sigmas, p.eps)
-    gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 7)
-    x = initial_state(run.model, 500 if box.dim <= 2 else 16, gen, p.init, p.sigma_max)
-    keep = set(torch.linspace(0, len(sigmas) - 1, min(n_frames, len(sigmas))).round().long().tolist())
-    frames = []
-    with torch.no_grad():
-        for i, (sigma, alpha) in enumerate(zip(sigmas.tolist(), alphas.tolist())):
-            for _ in range(p.steps_per_sigma):
-                z = torch.randn(x.shape, generator=gen, device=x.device)
-                x = x + 0.5 * alpha * run.model.score(x, sigma) + alpha**0.5 * z
-            if i in keep:
-                frames.append((f"sigma = {sigma:.3g}", x))
-    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.6), squeeze=False)
-    for ax, (title, xs) in zip(axes[0], frames):
-        _show(ax, xs, title, run.dataset.support)
-    fig.suptitle(f"annealed Langevin: {p.steps_per_sigma} steps per level, eps = {p.eps}", fontsize=10)
-    fig.tight_layout()
-    return fig
+from ebmbench.data.registry import load_dataset
+from ebmbench.plots.common import grid_2d, show_samples
 
 
 def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure:
@@ -471,7 +279,6 @@ def _panel_grid(rows: list[tuple[str, list]], panel_in: float = 1.85):
 
 def suite_sample_grids(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
     """All methods' samples beside the test data, one block of rows per dataset (first seed, every sampler)."""
-    from ebmbench.builtins import load_dataset
 
     rows = []
     for ds in sorted(frame.dataset.dropna().unique()):
@@ -491,7 +298,7 @@ def suite_sample_grids(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | Non
             support = load_dataset(ds).support
             for ax, (title, x) in zip(axes, panels):
                 ax.axis("on")  # a frame around 2D points shows the support box; image grids switch it off
-                _show(ax, x, title, support)
+                show_samples(ax, x, title, support)
                 ax.title.set_fontsize(9)
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -533,7 +340,6 @@ def suite_training_curves(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | 
 
 def suite_landscapes(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
     """2D: each method's density (exp(-E) or p where declared, else a histogram of its samples) beside the truth."""
-    from ebmbench.builtins import load_dataset
     from ebmbench.data.toy2d import DENSITIES
 
     rows = []
@@ -595,7 +401,7 @@ def estimator_error_vs_cost(errors: pd.DataFrame) -> plt.Figure | None:
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
         for (method, est), g in errors.groupby(["method", "estimator"]):
             ax.plot(g.wall_s, g.error.abs(), ls="none", marker=markers[est], ms=7, label=f"{method}: {est}",
-                    color=FAMILY_COLOURS.get(_family_of_method(method), "#444444"))
+                    color=FAMILY_COLOURS.get(g["family"].iloc[0] if "family" in g else None, "#444444"))
         ax.set_xscale("log")
         ax.set_yscale("log" if (errors.error.abs() > 0).all() else "linear")
         ax.set_xlabel("wall clock of the estimate (s)")
@@ -603,12 +409,3 @@ def estimator_error_vs_cost(errors: pd.DataFrame) -> plt.Figure | None:
         _legend_beside(ax)
         fig.tight_layout()
     return fig
-
-
-def _family_of_method(method: str) -> str | None:
-    from ebmbench.builtins import METHODS
-
-    try:
-        return METHODS.get(method).family
-    except (KeyError, ValueError):
-        return None
