@@ -99,6 +99,14 @@ def quick_params(table: dict[str, ModuleType], method: str, steps: int, out: Pat
     return {**spec.params, "train_steps": steps, "curve_points": 0, "checkpoint_every": 10**9}
 
 
+def known_names(table: dict[str, ModuleType], method: str) -> set[str]:
+    """The run and method parameter names a version of ebmbench accepts for ``method``."""
+    config = table["ebmbench.config"]
+    with using(table):
+        spec = table["ebmbench.builtins"].METHODS.get(method)
+    return set(config.COMMON) | set(config.field_types(spec.params))
+
+
 def train_seconds(table: dict[str, ModuleType], params: dict, out: Path) -> float:
     """Wall clock of the version's ``training.train`` for ``params`` (fresh model and run folder)."""
     run, training = table["ebmbench.run"], table["ebmbench.training"]
@@ -185,9 +193,9 @@ def main() -> None:
         steps = {m: max(20, round(STEPS[m] * args.scale)) for m in methods}
         with using(versions["after"]):
             quick = {m: quick_params(versions["after"], m, steps[m], out) for m in methods}
-        newer = set(versions["after"]["ebmbench.config"].COMMON) - set(versions["before"]["ebmbench.config"].COMMON)
-        # the base lacks newer common fields (e.g. compile); they are at their defaults ("off") in the after runs
-        params = {(name, m): {k: v for k, v in quick[m].items() if name == "after" or k not in newer}
+        # the base may not know newer names (e.g. compile, langevin_grad_clip): they are left out of its runs,
+        # and the quick suite leaves them at their defaults (compile off, no Langevin clip), so both train alike
+        params = {(name, m): {k: v for k, v in quick[m].items() if k in known_names(versions[name], m)}
                   for name in versions for m in methods}
         with using(versions["after"]):
             floors = {m: floor_step(versions["after"], params["after", m]) for m in methods}
