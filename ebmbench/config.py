@@ -7,13 +7,13 @@ import hashlib
 import json
 import re
 import types
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 import torch
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
+from ebmbench.params import field_problems, meta, param, spell
 from ebmbench.samplers.compiled import COMPILE_MODES
 
 
@@ -25,49 +25,57 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
 @dataclass
 class RunConfig:
     """Everything one run depends on; ``method_params`` holds the method's own dataclass."""
 
-    dataset: str  # registered dataset name (see `ebmbench list`)
-    method: str  # registered method name
-    seed: int = 0  # seeds training, sampling and evaluation
-    suite: str = "adhoc"  # results go to results/<suite>/runs/<run_id>/
-    results_dir: str = "results"  # root folder of all suites
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
-    threads: int = 1  # torch intra-op threads, recorded with every timing
-    train_steps: int = 1000  # optimizer steps
-    batch_size: int = 128  # training batch
-    lr: float = 1e-3  # Adam learning rate
-    adam_beta1: float = 0.9  # Adam beta1 (IGEBM uses 0.0)
-    adam_beta2: float = 0.999  # Adam beta2
-    ema_decay: float = 0.999  # EMA of weights; evaluated weights per eval_weights
-    eval_weights: str = "ema"  # ema | raw: which weights are evaluated
-    checkpoint_every: int = 250  # steps between checkpoints (resume point)
-    log_every: int = 25  # steps between curve records
-    snapshot_every: int = 0  # steps between sample snapshots of the raw weights (0 = none)
-    max_loss: float = 1e6  # divergence guard: |loss| above this stops the run
-    max_energy: float = 1e6  # divergence guard: |mean energy| above this stops the run
-    max_grad_norm: float = 1e8  # divergence guard: parameter gradient norm above this stops the run
-    grad_clip: float = 0.0  # clip the parameter gradient norm to this (0 = off)
-    n_eval_samples: int = 1000  # samples drawn per evaluation sampler
-    eval_batch_size: int = 0  # batch for sampling at evaluation (0 = all at once)
-    samplers: str = ""  # comma-separated evaluation samplers to keep ("" = all the method evaluates)
-    skip_metrics: str = ""  # comma-separated metrics not to compute (recorded not_applicable, with this reason)
-    ais_steps: int = 1000  # AIS: intermediate distributions K
-    ais_runs: int = 10  # AIS: independent runs R (standard errors are over runs)
-    ais_chains: int = 16  # AIS: chains per run
-    likelihood_points: int = 0  # the first test points every likelihood row uses (0 = the whole split)
-    pf_ode_tol: float = 1e-5  # probability-flow ODE: the solver's rtol = atol (Song et al. 2021: 1e-5)
-    elbo_t_samples: int = 0  # ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)
-    curve_points: int = 8  # learning-curve points, at train_steps / 2^k for k < curve_points (0 = none)
-    curve_samplers: str = ""  # comma-separated evaluation samplers drawn at curve points ("" = all evaluated)
-    curve_metrics: str = "reverse_kl,mode_tv,fid_domain"  # metrics at curve points (sample or model)
-    curve_n: int = 0  # samples per curve point (0 = n_eval_samples)
-    # torch.compile mode of the samplers' energy-and-gradient graph (samplers/compiled.py): off | default |
-    # reduce-overhead (CUDA graphs) | max-autotune. Pays one compile per run (recorded as compile_s).
-    compile: str = "off"
-    method_params: Any = field(default=None)  # the method's parameter dataclass
+    dataset: str = param(help="registered dataset name (see `ebmbench list`)")
+    method: str = param(help="registered method name")
+    seed: int = param(0, "seeds training, sampling and evaluation", range=">= 0")
+    suite: str = param("adhoc", "results go to results/<suite>/runs/<run_id>/")
+    results_dir: str = param("results", "root folder of all suites")
+    device: str = param("cpu", "cpu | cuda | auto (cuda when available)", choices=DEVICES)
+    threads: int = param(1, "torch intra-op threads, recorded with every timing", range=">= 1")
+    train_steps: int = param(1000, "optimizer steps", range=">= 1")
+    batch_size: int = param(128, "training batch", range=">= 1")
+    lr: float = param(1e-3, "Adam learning rate", range="> 0")
+    adam_beta1: float = param(0.9, "Adam beta1 (IGEBM uses 0.0)", range="in [0, 1)")
+    adam_beta2: float = param(0.999, "Adam beta2", range="in [0, 1)")
+    ema_decay: float = param(0.999, "EMA of weights; evaluated weights per eval_weights", range="in [0, 1)")
+    eval_weights: str = param("ema", "ema | raw: which weights are evaluated", choices=("ema", "raw"))
+    checkpoint_every: int = param(250, "steps between checkpoints (resume point)", range=">= 1")
+    log_every: int = param(25, "steps between curve records", range=">= 1")
+    snapshot_every: int = param(0, "steps between sample snapshots of the raw weights (0 = none)", range=">= 0")
+    max_loss: float = param(1e6, "divergence guard: |loss| above this stops the run", range="> 0")
+    max_energy: float = param(1e6, "divergence guard: |mean energy| above this stops the run", range="> 0")
+    max_grad_norm: float = param(1e8, "divergence guard: parameter gradient norm above this stops the run", range="> 0")
+    grad_clip: float = param(0.0, "clip the parameter gradient norm to this (0 = off)", range=">= 0")
+    n_eval_samples: int = param(1000, "samples drawn per evaluation sampler", range=">= 1")
+    eval_batch_size: int = param(0, "batch for sampling at evaluation (0 = all at once)", range=">= 0")
+    samplers: str = param("", 'comma-separated evaluation samplers to keep ("" = all the method evaluates)')
+    skip_metrics: str = param("", "comma-separated metrics not to compute (recorded not_applicable, with this reason)")
+    ais_steps: int = param(1000, "AIS: intermediate distributions K", range=">= 1")
+    ais_runs: int = param(10, "AIS: independent runs R (standard errors are over runs)", range=">= 1")
+    ais_chains: int = param(16, "AIS: chains per run", range=">= 1")
+    likelihood_points: int = param(
+        0, "the first test points every likelihood row uses (0 = the whole split)", range=">= 0")
+    pf_ode_tol: float = param(
+        1e-5, "probability-flow ODE: the solver's rtol = atol (Song et al. 2021: 1e-5)", range="> 0")
+    elbo_t_samples: int = param(
+        0, "ELBO: KL terms per point, drawn uniformly (0 = the exact sum over all T - 1)", range=">= 0")
+    curve_points: int = param(
+        8, "learning-curve points, at train_steps / 2^k for k < curve_points (0 = none)", range=">= 0")
+    curve_samplers: str = param("", 'comma-separated evaluation samplers drawn at curve points ("" = all evaluated)')
+    curve_metrics: str = param("reverse_kl,mode_tv,fid_domain", "metrics at curve points (sample or model)")
+    curve_n: int = param(0, "samples per curve point (0 = n_eval_samples)", range=">= 0")
+    compile: str = param(
+        "off", "torch.compile mode of the samplers' energy-and-gradient graph (samplers/compiled.py): off | default | "
+        "reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs. Pays one compile per run "
+        "(recorded as compile_s).", choices=COMPILE_MODES)
+    method_params: Any = param(None, "the method's parameter dataclass")
 
     def skipped(self, metric: str) -> bool:
         """Whether ``metric`` is listed in skip_metrics."""
@@ -98,28 +106,6 @@ class RunConfig:
 
 COMMON = {f.name for f in fields(RunConfig) if f.name != "method_params"}
 
-# The allowed range of every numeric parameter with one, common or a method's own (the same name means the same
-# thing in every params dataclass); the key is how messages state the range.
-RULES: dict[str, Callable[[float], bool]] = {
-    ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2, "> 0": lambda v: v > 0,
-    "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1,
-}
-RANGES: dict[str, str] = {
-    **dict.fromkeys(("seed", "snapshot_every", "grad_clip", "langevin_grad_clip", "eval_batch_size",
-                     "likelihood_points", "elbo_t_samples",
-                     "curve_points", "curve_n", "long_run_factor", "buffer_extra_steps", "l2_weight", "gp_weight"),
-                    ">= 0"),
-    **dict.fromkeys(("threads", "train_steps", "batch_size", "checkpoint_every", "log_every", "n_eval_samples",
-                     "ais_steps", "ais_runs", "ais_chains", "langevin_steps", "sample_steps", "buffer_size",
-                     "hidden", "latent_dim", "n_critic", "g_channels", "d_channels", "num_train_timesteps",
-                     "ddpm_steps", "ddim_steps", "dpm_steps", "n_sigmas", "steps_per_sigma", "n_hidden", "cd_k",
-                     "n_chains", "gibbs_steps", "noise_ratio", "n_projections"), ">= 1"),
-    **dict.fromkeys(("lr", "max_loss", "max_energy", "max_grad_norm", "pf_ode_tol", "langevin_eps", "langevin_T",
-                     "sigma", "sigma_min", "sigma_max", "eps", "noise_min_std"), "> 0"),
-    **dict.fromkeys(("ema_decay", "adam_beta1", "adam_beta2"), "in [0, 1)"),
-    "reinit_frac": "in [0, 1]", "ddim_eta": "in [0, 1]",
-    "n_couplings": ">= 2",  # masks alternate between b and 1 - b: one coupling leaves half the coordinates as they are
-}
 SUGGEST = re.compile(r"([-+]?\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
 
 
@@ -157,8 +143,8 @@ def check_type(name: str, value: Any, expected: type) -> Any:
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"parameter 'device' must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"parameter 'device' must be {spell(DEVICES)}, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
     return device
@@ -181,10 +167,22 @@ def _typed(params: dict[str, Any], types_: dict[str, type], problems: list[str])
     return out
 
 
-def range_problems(values: dict[str, Any]) -> list[str]:
-    """Every numeric parameter outside its range (``RANGES``)."""
-    return [f"parameter {k!r} must be {RANGES[k]}, got {v!r}" for k, v in values.items()
-            if k in RANGES and isinstance(v, (int, float)) and not RULES[RANGES[k]](v)]
+def ranges() -> dict[str, str]:
+    """The declared range of every numeric parameter with one, common or a method's own, by name (from the fields'
+    metadata; the same name has the same range in every params dataclass that has it)."""
+    out: dict[str, str] = {}
+    for cls in (RunConfig, *(METHODS.get(m).params for m in METHODS.names())):
+        for f in fields(cls):
+            range_ = meta(f)[1]
+            if range_ is not None:
+                out.setdefault(f.name, range_)
+    return out
+
+
+def choices() -> dict[tuple[str, str], tuple]:
+    """The declared choices of every parameter with a fixed set of values, by (params class name, field name)."""
+    return {(cls.__name__, f.name): meta(f)[2] for cls in (RunConfig, *(METHODS.get(m).params for m in METHODS.names()))
+            for f in fields(cls) if meta(f)[2] is not None}
 
 
 def name_problems(cfg: RunConfig, spec: Any) -> list[str]:
@@ -245,18 +243,15 @@ def resolve(params: dict[str, Any]) -> RunConfig:
         problems.append(f"unknown parameter(s) {unknown} for method {spec.name!r}; valid parameters: "
                         f"{', '.join(valid)}")
     common, own = _typed(params, common_types, problems), _typed(params, method_types, problems)
-    problems += range_problems({**common, **own})
+    problems += field_problems(RunConfig, common) + field_problems(spec.params, own)  # ranges and choices
     try:
         cfg = RunConfig(**common, method_params=spec.params(**own))
-        cfg.device = resolve_device(cfg.device)
+        if cfg.device in DEVICES:  # else it is a problem already
+            cfg.device = resolve_device(cfg.device)
     except TypeError as err:  # a required field of the wrong type, already a problem
         raise ConfigError(problems or [str(err)]) from None
     except (ConfigError, ValueError) as err:
         raise ConfigError([*problems, str(err)]) from None
-    if cfg.compile not in COMPILE_MODES:
-        problems.append(f"parameter 'compile' must be one of {list(COMPILE_MODES)}, got {cfg.compile!r}")
-    if cfg.eval_weights not in ("ema", "raw"):
-        problems.append(f"parameter 'eval_weights' must be 'ema' or 'raw', got {cfg.eval_weights!r}")
     if not SUITE_NAME.fullmatch(cfg.suite):
         problems.append(f"parameter 'suite' must be a plain folder name (letters, digits, '.', '_', '-', starting "
                         f"with a letter or digit), got {cfg.suite!r}")

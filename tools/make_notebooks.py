@@ -3,22 +3,17 @@
 The parameters cell of each training notebook is written from the dataclasses, never copied by hand: the
 common parameters from ``ebmbench.config.RunConfig`` and the method's own from its params dataclass (the
 fields every method of that notebook shares with the same default), each with its type and the help of its
-field (``field.metadata["help"]`` or the comment beside the field). Cell ids are ``<notebook>-<index>``, so
+field (its ``help`` metadata, declared with ``ebmbench.params.param``). Cell ids are ``<notebook>-<index>``, so
 regenerating an unchanged notebook rewrites the same bytes; ``tests/test_notebooks.py`` checks that the
 committed notebooks are exactly this script's output. Rerun it after a dataclass changes.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
-import inspect
-import io
 import json
 import sys
-import textwrap
-import tokenize
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -27,6 +22,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ebmbench.builtins import METHODS
 from ebmbench.config import RunConfig
+from ebmbench.params import meta
 
 OUT = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -55,39 +51,9 @@ INJECT = ("Parameters not listed here (see `ebmbench list`, `ebmbench/config.py`
           "dataclass) can be injected too; an unknown name or a wrong type stops the run with an error naming it.")
 
 
-def comment_help(cls: type) -> dict[str, str]:
-    """The comment of each field of a dataclass's own body: ``name: type = default  # help``, or else the
-    comment lines right above the field."""
-    try:
-        src = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
-    lines = src.splitlines()
-    out = {}
-    for node in ast.parse(src).body[0].body:  # the class definition's statements
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        if node.end_lineno in comments:
-            out[node.target.id] = comments[node.end_lineno]
-            continue
-        above, row = [], node.lineno - 1
-        while row in comments and lines[row - 1].lstrip().startswith("#"):
-            above.insert(0, comments[row])
-            row -= 1
-        if above:
-            out[node.target.id] = " ".join(above)
-    return out
-
-
 def field_help(cls: type) -> dict[str, str]:
-    """Help of every field of a dataclass: its ``metadata["help"]``, else its comment (subclass over base)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            out.update(comment_help(klass))
-    return {f.name: f.metadata.get("help", out.get(f.name, "")) for f in dataclasses.fields(cls)}
+    """The help of every field of a dataclass, from its metadata (``ebmbench.params.param``)."""
+    return {f.name: meta(f)[0] for f in dataclasses.fields(cls)}
 
 
 def default(f: dataclasses.Field) -> Any:

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.nets.cifar import eps_net
+from ebmbench.nets.cifar import EPS_ARCHS, eps_net
 from ebmbench.nets.time_conditioned import time_conditioned_net
 from ebmbench.noise import VPNoise, as_sigma, per_sample
+from ebmbench.params import param
 from ebmbench.protocol import Box, GenerativeModel
 
 if TYPE_CHECKING:  # diffusers loads on first use (seconds of import for notebooks that never need it)
@@ -29,24 +30,32 @@ if TYPE_CHECKING:  # diffusers loads on first use (seconds of import for noteboo
 class DDPMParams:
     """Parameters of DDPM (Ho et al. 2020): the diffusers schedule, the eps net and eval budgets."""
 
-    num_train_timesteps: int = 1000  # T, discrete timesteps t in [0, T)
-    beta_schedule: str = "linear"  # beta_t linear in t (Ho et al. 2020, Sec. 4)
-    beta_start: float = 1e-4  # beta_1
-    beta_end: float = 0.02  # beta_T
-    variance_type: str = "fixed_small"  # ancestral step variance = posterior beta~_t (Ho et al. eq. 7)
-    timestep_spacing: str = "leading"  # which timesteps a shortened sampler visits: t = k * (T // steps)
-    # x0-prediction is NOT clipped to [-1, 1]: data may lie outside [-1, 1] (2D toys live on [-4, 4]).
-    clip_sample: bool = False
-    prediction_type: str = "epsilon"  # the net predicts the added noise eps
-    hidden: int = 128  # TimeMLP width (vector data, e.g. 2D)
-    depth: int = 3  # TimeMLP hidden layers (vector data, e.g. 2D)
-    channels: str = "32,64"  # UNet2DModel block widths (image data), one halving per block
-    ddpm_steps: int = 1000  # ancestral sampler steps at evaluation
-    ddim_steps: int = 50  # DDIM steps at evaluation
-    ddim_eta: float = 0.0  # DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)
-    dpm_steps: int = 20  # DPM-Solver++(2M) steps at evaluation (Lu et al. 2022)
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
-    step_sweep: str = ""  # e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead
+    num_train_timesteps: int = param(1000, "T, discrete timesteps t in [0, T)", range=">= 1")
+    beta_schedule: str = param(
+        "linear", "beta_t linear in t (Ho et al. 2020, Sec. 4)",
+        choices=("linear", "scaled_linear", "squaredcos_cap_v2"))
+    beta_start: float = param(1e-4, "beta_1")
+    beta_end: float = param(0.02, "beta_T")
+    variance_type: str = param(
+        "fixed_small", "ancestral step variance = posterior beta~_t (Ho et al. eq. 7)",
+        choices=("fixed_small", "fixed_small_log", "fixed_large"))
+    timestep_spacing: str = param(
+        "leading", "which timesteps a shortened sampler visits: t = k * (T // steps)",
+        choices=("leading", "trailing", "linspace"))
+    clip_sample: bool = param(
+        False, "x0-prediction is NOT clipped to [-1, 1]: data may lie outside [-1, 1] (2D toys live on [-4, 4]).")
+    prediction_type: str = param("epsilon", "the net predicts the added noise eps", choices=("epsilon",))
+    hidden: int = param(128, "TimeMLP width (vector data, e.g. 2D)", range=">= 1")
+    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)")
+    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block")
+    ddpm_steps: int = param(1000, "ancestral sampler steps at evaluation", range=">= 1")
+    ddim_steps: int = param(50, "DDIM steps at evaluation", range=">= 1")
+    ddim_eta: float = param(0.0, "DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)", range="in [0, 1]")
+    dpm_steps: int = param(20, "DPM-Solver++(2M) steps at evaluation (Lu et al. 2022)", range=">= 1")
+    arch: str = param(
+        "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
+        choices=("default", *EPS_ARCHS))
+    step_sweep: str = param("", 'e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead')
 
 
 def scheduler_settings(params: DDPMParams) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.nets.cifar import energy_net
+from ebmbench.nets.cifar import ENERGY_ARCHS, energy_net
 from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
 from ebmbench.nets.mlp import EnergyMLP
+from ebmbench.params import param
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula
@@ -22,28 +23,34 @@ from ebmbench.samplers.langevin import ula
 class EnergyNetParams:
     """The energy network and the Langevin chains that evaluate it: shared by every EBM objective."""
 
-    hidden: int = 128  # MLP width (vector data)
-    depth: int = 3  # MLP hidden layers (vector data)
-    channels: str = "32,64"  # conv energy channels (image data)
-    spectral_norm: bool = False  # spectral norm on every conv/linear weight of the energy
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
-    langevin_eps: float = 0.01  # Langevin step size eps (training chains, where used, and evaluation)
-    langevin_T: float = 1.0  # Langevin temperature T (T != 1 means tempered samples)
-    langevin_grad_clip: float = 0.0  # per-sample L2 clip of grad E in Langevin chains (0 = off); not the optimizer's
-    support_mode: str = "clamp"  # how chains keep to the support box: clamp | reflect
-    long_run_factor: int = 0  # also evaluate chains this many times longer (0 = off; shows long-run behaviour)
+    hidden: int = param(128, "MLP width (vector data)", range=">= 1")
+    depth: int = param(3, "MLP hidden layers (vector data)")
+    channels: str = param("32,64", "conv energy channels (image data)")
+    spectral_norm: bool = param(False, "spectral norm on every conv/linear weight of the energy")
+    arch: str = param(
+        "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
+        choices=("default", *ENERGY_ARCHS))
+    langevin_eps: float = param(
+        0.01, "Langevin step size eps (training chains, where used, and evaluation)", range="> 0")
+    langevin_T: float = param(1.0, "Langevin temperature T (T != 1 means tempered samples)", range="> 0")
+    langevin_grad_clip: float = param(
+        0.0, "per-sample L2 clip of grad E in Langevin chains (0 = off); not the optimizer's", range=">= 0")
+    support_mode: str = param(
+        "clamp", "how chains keep to the support box: clamp | reflect | none", choices=("clamp", "reflect", "none"))
+    long_run_factor: int = param(
+        0, "also evaluate chains this many times longer (0 = off; shows long-run behaviour)", range=">= 0")
 
 
 @dataclass
 class PCDParams(EnergyNetParams):
     """Parameters of the PCD EBM (IGEBM recipe); Langevin noise is sqrt(2 * eps * T)."""
 
-    buffer_size: int = 10000  # replay buffer entries
-    reinit_frac: float = 0.05  # fraction of each batch restarted from uniform noise
-    langevin_steps: int = 20  # K steps per training iteration
-    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
-    sample_steps: int = 200  # K of the fresh chains that sample() runs at evaluation
-    buffer_extra_steps: int = 0  # extra Langevin steps on replay-buffer draws at evaluation
+    buffer_size: int = param(10000, "replay buffer entries", range=">= 1")
+    reinit_frac: float = param(0.05, "fraction of each batch restarted from uniform noise", range="in [0, 1]")
+    langevin_steps: int = param(20, "K steps per training iteration", range=">= 1")
+    l2_weight: float = param(0.1, "alpha in alpha * (E(x+)^2 + E(x-)^2)", range=">= 0")
+    sample_steps: int = param(200, "K of the fresh chains that sample() runs at evaluation", range=">= 1")
+    buffer_extra_steps: int = param(0, "extra Langevin steps on replay-buffer draws at evaluation", range=">= 0")
 
 
 class EnergyModel(GenerativeModel):

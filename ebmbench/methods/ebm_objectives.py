@@ -25,6 +25,7 @@ from ebmbench.methods.ebm import (
     contrastive_loss,
     energy_eval_samplers,
 )
+from ebmbench.params import param
 from ebmbench.protocol import Box
 from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula
@@ -34,8 +35,9 @@ from ebmbench.samplers.langevin import ula
 class ShortRunParams(EnergyNetParams):
     """Short-run non-persistent MCMC EBM (Nijkamp et al. 2019); Langevin noise is sqrt(2 * eps * T)."""
 
-    langevin_steps: int = 20  # K ULA steps from uniform noise, in training AND at evaluation
-    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss
+    langevin_steps: int = param(20, "K ULA steps from uniform noise, in training AND at evaluation", range=">= 1")
+    l2_weight: float = param(
+        0.1, "alpha in alpha * (E(x+)^2 + E(x-)^2); 0 is Nijkamp et al.'s plain loss", range=">= 0")
 
     @property
     def sample_steps(self) -> int:
@@ -47,37 +49,46 @@ class ShortRunParams(EnergyNetParams):
 class CDkParams(EnergyNetParams):
     """Contrastive divergence CD-k (Hinton 2002); Langevin noise is sqrt(2 * eps * T)."""
 
-    langevin_steps: int = 20  # k ULA steps started at the data batch
-    l2_weight: float = 0.1  # alpha in alpha * (E(x+)^2 + E(x-)^2)
-    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+    langevin_steps: int = param(20, "k ULA steps started at the data batch", range=">= 1")
+    l2_weight: float = param(0.1, "alpha in alpha * (E(x+)^2 + E(x-)^2)", range=">= 0")
+    sample_steps: int = param(
+        200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
 
 
 @dataclass
 class DSMParams(EnergyNetParams):
     """Denoising score matching on s_theta = -grad E (Vincent 2011); evaluation by Langevin."""
 
-    sigma: float = 0.1  # noise level: x~ = x + sigma * eps; exp(-E) then fits the sigma-noised data
-    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+    sigma: float = param(0.1, "noise level: x~ = x + sigma * eps; exp(-E) then fits the sigma-noised data", range="> 0")
+    sample_steps: int = param(
+        200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
 
 
 @dataclass
 class SSMParams(EnergyNetParams):
     """Sliced score matching on s_theta = -grad E (Song et al. 2019); evaluation by Langevin."""
 
-    projection: str = "rademacher"  # distribution of the slices v: rademacher | gaussian
-    n_projections: int = 1  # slices v per data point
-    variance_reduction: bool = True  # SSM-VR: 0.5 |s|^2 in place of 0.5 (v^T s)^2 (needs E[v v^T] = I)
-    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+    projection: str = param(
+        "rademacher", "distribution of the slices v: rademacher | gaussian", choices=("rademacher", "gaussian"))
+    n_projections: int = param(1, "slices v per data point", range=">= 1")
+    variance_reduction: bool = param(True, "SSM-VR: 0.5 |s|^2 in place of 0.5 (v^T s)^2 (needs E[v v^T] = I)")
+    sample_steps: int = param(
+        200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
 
 
 @dataclass
 class NCEParams(EnergyNetParams):
     """Noise-contrastive estimation with a learned log-normalizer c (Gutmann & Hyvarinen 2010)."""
 
-    noise: str = "gaussian"  # q: gaussian (batch mean and per-coordinate std, truncated to the box) | uniform
-    noise_ratio: int = 4  # nu, noise samples per data sample (larger: closer to maximum likelihood)
-    noise_min_std: float = 0.05  # floor of the fitted per-coordinate std (constant pixels have std 0)
-    sample_steps: int = 200  # K of the fresh chains from uniform noise that sample() runs at evaluation
+    noise: str = param(
+        "gaussian", "q: gaussian (batch mean and per-coordinate std, truncated to the box) | uniform",
+        choices=("gaussian", "uniform"))
+    noise_ratio: int = param(
+        4, "nu, noise samples per data sample (larger: closer to maximum likelihood)", range=">= 1")
+    noise_min_std: float = param(
+        0.05, "floor of the fitted per-coordinate std (constant pixels have std 0)", range="> 0")
+    sample_steps: int = param(
+        200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
 
 
 class NCEEBM(EnergyModel):

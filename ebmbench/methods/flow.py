@@ -20,6 +20,7 @@ from torch.distributions import Normal
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
 from ebmbench.nets.flow import RealNVP
+from ebmbench.params import param
 from ebmbench.protocol import Box, GenerativeModel
 from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" sampler)
 
@@ -28,11 +29,13 @@ from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" 
 class RealNVPParams:
     """Parameters of RealNVP (Dinh et al. 2017) with MLP couplings on the flattened data."""
 
-    n_couplings: int = 8  # affine coupling layers; masks alternate between b and 1 - b
-    hidden: int = 128  # width of each coupling's MLP conditioner (s, t)
-    depth: int = 2  # hidden layers of each coupling's MLP conditioner
-    dequantize: bool = True  # discrete data: add uniform noise of one level width in training
-    support_mode: str = "none"  # evaluation sampler: keep f^-1(z) to the support by none | clamp | reflect
+    n_couplings: int = param(8, "affine coupling layers; masks alternate between b and 1 - b", range=">= 2")
+    hidden: int = param(128, "width of each coupling's MLP conditioner (s, t)", range=">= 1")
+    depth: int = param(2, "hidden layers of each coupling's MLP conditioner")
+    dequantize: bool = param(True, "discrete data: add uniform noise of one level width in training")
+    support_mode: str = param(
+        "none", "evaluation sampler: keep f^-1(z) to the support by none | clamp | reflect",
+        choices=("none", "clamp", "reflect"))
 
 
 class Flow(GenerativeModel):

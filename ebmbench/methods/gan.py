@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec, adam
-from ebmbench.nets.cifar import gan_nets
+from ebmbench.nets.cifar import GAN_ARCHS, gan_nets
 from ebmbench.nets.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from ebmbench.params import param
 from ebmbench.protocol import Box, GenerativeModel
 from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" sampler)
 
@@ -37,35 +38,41 @@ from ebmbench.samplers import oneshot  # noqa: F401  (registers the "generator" 
 class DCGANParams:
     """Parameters of DCGAN (Radford et al. 2016) with the non-saturating loss (Goodfellow et al. 2014)."""
 
-    latent_dim: int = 32  # dimension of z ~ N(0, I)
-    hidden: int = 128  # MLP width of G and D (vector data, e.g. 2D)
-    depth: int = 3  # MLP hidden layers of G and D (vector data)
-    g_channels: int = 64  # conv G feature maps before its last layer (image data; x2 per halving of resolution)
-    d_channels: int = 64  # conv D feature maps after its first layer (image data; x2 per halving of resolution)
-    n_critic: int = 1  # D updates per G update, each on a fresh data batch
-    beta1: float = 0.5  # Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1
-    beta2: float = 0.999  # Adam beta2 of G and D; < 0: use the run's adam_beta2
-    support_mode: str = "none"  # evaluation sampler: keep G(z) to the support by none | clamp | reflect
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
+    latent_dim: int = param(32, "dimension of z ~ N(0, I)", range=">= 1")
+    hidden: int = param(128, "MLP width of G and D (vector data, e.g. 2D)", range=">= 1")
+    depth: int = param(3, "MLP hidden layers of G and D (vector data)")
+    g_channels: int = param(
+        64, "conv G feature maps before its last layer (image data; x2 per halving of resolution)", range=">= 1")
+    d_channels: int = param(
+        64, "conv D feature maps after its first layer (image data; x2 per halving of resolution)", range=">= 1")
+    n_critic: int = param(1, "D updates per G update, each on a fresh data batch", range=">= 1")
+    beta1: float = param(0.5, "Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1")
+    beta2: float = param(0.999, "Adam beta2 of G and D; < 0: use the run's adam_beta2")
+    support_mode: str = param(
+        "none", "evaluation sampler: keep G(z) to the support by none | clamp | reflect",
+        choices=("none", "clamp", "reflect"))
+    arch: str = param(
+        "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
+        choices=("default", *GAN_ARCHS))
 
 
 @dataclass
 class WGANGPParams(DCGANParams):
     """Parameters of WGAN-GP (Gulrajani et al. 2017, Algorithm 1 defaults)."""
 
-    n_critic: int = 5  # critic updates per generator update (Algorithm 1: n_critic = 5)
-    beta1: float = 0.0  # Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1
-    beta2: float = 0.9  # Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2
-    gp_weight: float = 10.0  # lambda of the gradient penalty lambda * (|grad D(x_hat)| - 1)^2
+    n_critic: int = param(5, "critic updates per generator update (Algorithm 1: n_critic = 5)", range=">= 1")
+    beta1: float = param(0.0, "Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1")
+    beta2: float = param(0.9, "Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2")
+    gp_weight: float = param(10.0, "lambda of the gradient penalty lambda * (|grad D(x_hat)| - 1)^2", range=">= 0")
 
 
 @dataclass
 class SNGANParams(DCGANParams):
     """Parameters of SNGAN (Miyato et al. 2018): spectrally normalized D, hinge loss."""
 
-    n_critic: int = 1  # D updates per G update (Miyato et al. 2018 use 1 or 5 by setting)
-    beta1: float = 0.5  # Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1
-    beta2: float = 0.999  # Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2
+    n_critic: int = param(1, "D updates per G update (Miyato et al. 2018 use 1 or 5 by setting)", range=">= 1")
+    beta1: float = param(0.5, "Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1")
+    beta2: float = param(0.999, "Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2")
 
 
 class GAN(GenerativeModel):

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ebmbench.data.base import Dataset
 from ebmbench.mathutil import visible_logits
 from ebmbench.methods.base import METHODS, MethodSpec
+from ebmbench.params import param
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 
 MAX_ENUMERATED_HIDDEN = 20  # 2^20 hidden states: exact log Z stays a few seconds on a CPU
@@ -34,20 +35,21 @@ TRACE_POINTS = 16  # about this many entries in the Gibbs sampler's free-energy 
 class RBMParams:
     """Parameters of the Bernoulli-Bernoulli RBM trained by CD-k (Hinton 2002)."""
 
-    n_hidden: int = 16  # H hidden units; log Z is exact by enumerating the 2^H hidden states (H <= 20)
-    cd_k: int = 1  # Gibbs sweeps per training step for the negatives (the k of CD-k / PCD-k)
-    persistent: bool = False  # False: CD-k, chains start at the data; True: PCD (method rbm_pcd)
-    n_chains: int = 512  # persistent chains (PCD only); all of them advance cd_k sweeps per step
-    gibbs_steps: int = 1000  # sweeps of the fresh Gibbs chains that sample() runs at evaluation
-    init_std: float = 0.01  # W ~ N(0, init_std^2) (Hinton 2010, A Practical Guide to Training RBMs, Sec. 8)
-    visible_bias_from_data: bool = True  # b_i = logit of the smoothed train pixel mean (Hinton 2010); else b = 0
+    n_hidden: int = param(
+        16, "H hidden units; log Z is exact by enumerating the 2^H hidden states (H <= 20)", range=">= 1")
+    cd_k: int = param(1, "Gibbs sweeps per training step for the negatives (the k of CD-k / PCD-k)", range=">= 1")
+    persistent: bool = param(False, "False: CD-k, chains start at the data; True: PCD (method rbm_pcd)")
+    n_chains: int = param(512, "persistent chains (PCD only); all of them advance cd_k sweeps per step", range=">= 1")
+    gibbs_steps: int = param(1000, "sweeps of the fresh Gibbs chains that sample() runs at evaluation", range=">= 1")
+    init_std: float = param(0.01, "W ~ N(0, init_std^2) (Hinton 2010, A Practical Guide to Training RBMs, Sec. 8)")
+    visible_bias_from_data: bool = param(True, "b_i = logit of the smoothed train pixel mean (Hinton 2010); else b = 0")
 
 
 @dataclass
 class RBMPCDParams(RBMParams):
     """Parameters of the RBM trained by persistent contrastive divergence (Tieleman 2008)."""
 
-    persistent: bool = True  # PCD: negatives come from persistent chains that are never reset
+    persistent: bool = param(True, "PCD: negatives come from persistent chains that are never reset")
 
 
 class RBMNet(nn.Module):

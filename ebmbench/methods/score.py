@@ -12,9 +12,10 @@ from torch import Tensor, nn
 import ebmbench.samplers.annealed  # noqa: F401  (registers annealed_langevin, NCSN's default sampler)
 from ebmbench.data.base import Dataset
 from ebmbench.methods.base import METHODS, MethodSpec
-from ebmbench.nets.cifar import score_net
+from ebmbench.nets.cifar import SCORE_NGF, score_net
 from ebmbench.nets.time_conditioned import time_conditioned_net
 from ebmbench.noise import VENoise, as_sigma, geometric_sigmas, per_sample
+from ebmbench.params import param
 from ebmbench.protocol import Box, GenerativeModel
 
 # The net's "timestep" input is c_noise = 100 ln sigma: DDPM's t in [0, 1000) spans ln sigma_t in
@@ -27,18 +28,25 @@ NOISE_LABEL_SCALE = 100.0
 class NCSNParams:
     """Parameters of NCSN (Song & Ermon 2019): the noise levels, the score net and annealed Langevin."""
 
-    n_sigmas: int = 10  # L, number of noise levels (Song & Ermon 2019: 10)
-    sigma_min: float = 0.01  # sigma_L, smallest noise level (paper: 0.01 for images in [0, 1])
-    sigma_max: float = 1.0  # sigma_1, largest noise level (paper: 1; NCSNv2: ~ max pairwise data distance)
-    steps_per_sigma: int = 100  # T, Langevin steps per noise level at sampling (paper: 100)
-    eps: float = 2e-5  # epsilon, step size alpha_i = eps * sigma_i^2 / sigma_L^2 (paper: 2e-5)
-    denoise: bool = True  # final step x + sigma_L^2 s(x, sigma_L) (Jolicoeur-Martineau et al. 2021; NCSNv2)
-    init: str = "uniform"  # chains start uniform on the support (paper) or 'prior' N(0, sigma_1^2 I)
-    support_mode: str = "none"  # projection of the returned samples onto the support: none | clamp | reflect
-    hidden: int = 128  # TimeMLP width (vector data, e.g. 2D)
-    depth: int = 3  # TimeMLP hidden layers (vector data, e.g. 2D)
-    channels: str = "32,64"  # UNet2DModel block widths (image data), one halving per block
-    arch: str = "default"  # network: "default" (by data shape) or a paper network of ebmbench.nets.cifar
+    n_sigmas: int = param(10, "L, number of noise levels (Song & Ermon 2019: 10)", range=">= 1")
+    sigma_min: float = param(0.01, "sigma_L, smallest noise level (paper: 0.01 for images in [0, 1])", range="> 0")
+    sigma_max: float = param(
+        1.0, "sigma_1, largest noise level (paper: 1; NCSNv2: ~ max pairwise data distance)", range="> 0")
+    steps_per_sigma: int = param(100, "T, Langevin steps per noise level at sampling (paper: 100)", range=">= 1")
+    eps: float = param(2e-5, "epsilon, step size alpha_i = eps * sigma_i^2 / sigma_L^2 (paper: 2e-5)", range="> 0")
+    denoise: bool = param(True, "final step x + sigma_L^2 s(x, sigma_L) (Jolicoeur-Martineau et al. 2021; NCSNv2)")
+    init: str = param(
+        "uniform", "chains start uniform on the support (paper) or 'prior' N(0, sigma_1^2 I)",
+        choices=("uniform", "prior"))
+    support_mode: str = param(
+        "none", "projection of the returned samples onto the support: none | clamp | reflect",
+        choices=("none", "clamp", "reflect"))
+    hidden: int = param(128, "TimeMLP width (vector data, e.g. 2D)", range=">= 1")
+    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)")
+    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block")
+    arch: str = param(
+        "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
+        choices=("default", *SCORE_NGF))
 
 
 def noise_label(sigma: Tensor) -> Tensor:
