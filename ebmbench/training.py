@@ -55,10 +55,14 @@ def ema_update(ema: dict[str, Tensor], model: GenerativeModel, decay: float) -> 
     By hand rather than torch.optim.swa_utils.AveragedModel: that keeps a full model copy
     whose buffers (here the EBM replay buffer) would go stale or be averaged.
     """
+    names, params = zip(*model.named_parameters())
+    ema_step([ema[n] for n in names], list(params), decay)
+
+
+def ema_step(ema: list[Tensor], params: list[Tensor], decay: float) -> None:
+    """``ema_update`` on lists made once per training (walking the module tree every step cost ~45 us a walk)."""
     with torch.no_grad():  # one foreach kernel over all tensors (the same lerp per element as a loop)
-        names = [name for name, _ in model.named_parameters()]
-        torch._foreach_lerp_([ema[n] for n in names], [p.detach() for _, p in model.named_parameters()],
-                             1.0 - decay)
+        torch._foreach_lerp_(ema, params, 1.0 - decay)
 
 
 def load_weights(model: GenerativeModel, weights: dict[str, Tensor]) -> None:
@@ -278,6 +282,8 @@ def train(
         return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=device)]
 
     every, pending = guard_every(device, cfg), []
+    names, params = zip(*model.named_parameters())  # the same Parameter objects all training (loads copy into them)
+    ema_list, param_list = [ema[n] for n in names], list(params)
     for step in bar:
         pending.append(step_fn(model, next_batch, optimizers, generator, cfg.method_params))
         done = step + 1
@@ -289,7 +295,7 @@ def train(
                 if reason:  # nothing after the last good checkpoint is kept
                     return result("diverged", done - len(pending) + back, reason), ema
             diag, pending = values, []
-        ema_update(ema, model, cfg.ema_decay)
+        ema_step(ema_list, param_list, cfg.ema_decay)
         if done % cfg.log_every == 0 or done == cfg.train_steps:
             record = {"step": done, **diag, "wall_s": wall()}
             with curves_path.open("a") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,13 +85,16 @@ def clipped_step(optimizer: torch.optim.Optimizer, params: list[Tensor], grad_cl
 def objective_step(objective: Objective, grad_clip: float = 0.0) -> TrainStep:
     """The default training step: minimize the mean of ``objective`` with the single optimizer."""
 
+    params_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its parameters, listed once
+
     def step(model, next_batch, optimizers, generator, params) -> dict[str, float | Tensor]:
         loss_per_sample, diag = objective(model, next_batch(), generator, params)
         loss = loss_per_sample.mean()
         (optimizer,) = optimizers.values()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = clipped_step(optimizer, [p for p in model.parameters() if p.grad is not None], grad_clip)
+        every = params_of.get(model) or params_of.setdefault(model, list(model.parameters()))
+        norm = clipped_step(optimizer, [p for p in every if p.grad is not None], grad_clip)
         return {**diag, "loss": loss.detach(), "grad_norm": norm}  # 0-d tensors: read when the guard syncs
 
     return step

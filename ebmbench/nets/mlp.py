@@ -30,10 +30,16 @@ class EnergyMLP(nn.Module):
         return self.f(x.flatten(1)).squeeze(-1)
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps (Vaswani et al. 2017)."""
+def embedding_freqs(dim: int, max_period: float = 10_000.0, device: torch.device | str | None = None) -> Tensor:
+    """The frequencies of the sinusoidal embedding: exp(-ln(max_period) k / (dim / 2)), k < dim / 2."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    return torch.exp(-math.log(max_period) * torch.arange(half, device=device) / half)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0, freqs: Tensor | None = None) -> Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps (Vaswani et al. 2017); ``freqs`` as made once by
+    ``embedding_freqs`` (None: made now)."""
+    freqs = embedding_freqs(dim, max_period, t.device) if freqs is None else freqs
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -45,9 +51,11 @@ class TimeMLP(nn.Module):
         super().__init__()
         self.t_dim = t_dim
         self.f = mlp(dim + t_dim, dim, hidden, depth)
+        # not in the state dict (persistent=False): checkpoints keep their keys; moves with the module
+        self.register_buffer("freqs", embedding_freqs(t_dim), persistent=False)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         if t.dim() == 0:
             t = t.expand(x.shape[0])
-        h = torch.cat([x.flatten(1), timestep_embedding(t, self.t_dim)], dim=1)
+        h = torch.cat([x.flatten(1), timestep_embedding(t, self.t_dim, freqs=self.freqs)], dim=1)
         return self.f(h).view_as(x)
