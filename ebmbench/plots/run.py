@@ -87,14 +87,21 @@ def _n(run: Run) -> int:
     return 500 if run.model.support.dim <= 2 else 16
 
 
-def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
-    """The run's fresh Langevin chains from noise, at evenly spaced steps up to the evaluated length."""
-    plan = planned(run, "langevin")
+def trajectory(run: Run, sampler: str, n_frames: int, title: str) -> plt.Figure | None:
+    """``n_frames`` evenly spaced states of the run's ``sampler`` at its evaluated budget (None: not evaluated);
+    ``title`` may use {label} and the budget's keys."""
+    plan = planned(run, sampler)
     if plan is None:
         return None
     label, budget = plan
-    frames = pick(traced(run, "langevin", budget, _n(run)), n_frames)
-    return frames_figure(run, frames, f"{label}: {', '.join(f'{k}={v}' for k, v in budget.items())}")
+    frames = pick(traced(run, sampler, budget, _n(run)), n_frames)
+    return frames_figure(run, frames, title.format(label=label, budget=", ".join(f"{k}={v}" for k, v in
+                                                                                budget.items()), **budget))
+
+
+def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
+    """The run's fresh Langevin chains from noise, at evenly spaced steps up to the evaluated length."""
+    return trajectory(run, "langevin", n_frames, "{label}: {budget}")
 
 
 def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
@@ -133,12 +140,7 @@ def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16)) -> plt.Figu
 
 def denoising_trajectory(run: Run, n_frames: int = 6) -> plt.Figure | None:
     """x_t along the run's DDIM trajectory (its evaluated steps) from noise to data (models with eps prediction)."""
-    plan = planned(run, "ddim")
-    if plan is None:
-        return None
-    label, budget = plan
-    frames = pick(traced(run, "ddim", budget, _n(run)), n_frames)
-    return frames_figure(run, frames, f"DDIM denoising trajectory ({budget.get('steps')} steps, as evaluated)")
+    return trajectory(run, "ddim", n_frames, "DDIM denoising trajectory ({steps} steps, as evaluated)")
 
 
 def samples_over_training(run: Run) -> plt.Figure | None:
