@@ -9,7 +9,7 @@ x_hat = x_t / sqrt(ab) = x0 + sigma z the score is grad log p_sigma(x_hat) = -ep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,10 @@ class DDPMParams:
         "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
         choices=("default", *EPS_ARCHS))
     step_sweep: str = param("", 'e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead')
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "ema_decay": ("linear", 0.9, 0.999), "hidden": ("int_log", 64, 256),
+        "beta_end": ("log", 0.005, 0.05)}
 
 
 def scheduler_settings(params: DDPMParams) -> dict[str, Any]:

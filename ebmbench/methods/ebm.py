@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,11 @@ class PCDParams(EnergyNetParams):
     l2_weight: float = param(0.1, "alpha in alpha * (E(x+)^2 + E(x-)^2)", range=">= 0")
     sample_steps: int = param(200, "K of the fresh chains that sample() runs at evaluation", range=">= 1")
     buffer_extra_steps: int = param(0, "extra Langevin steps on replay-buffer draws at evaluation", range=">= 0")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "langevin_steps": ("int_log", 5, 40), "langevin_T": ("log", 0.3, 1.0), "l2_weight": ("log", 1e-3, 0.3),
+        "buffer_size": ("int_log", 1000, 20000), "reinit_frac": ("linear", 0.0, 0.2)}
 
 
 class EnergyModel(GenerativeModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,10 @@ class ShortRunParams(EnergyNetParams):
     def sample_steps(self) -> int:
         """The model is defined by its K-step short-run sampler, so evaluation runs the same K."""
         return self.langevin_steps
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "langevin_steps": ("int_log", 5, 40), "langevin_T": ("log", 0.3, 1.0), "l2_weight": ("log", 1e-3, 0.3)}
 
 
 @dataclass
@@ -53,6 +57,10 @@ class CDkParams(EnergyNetParams):
     l2_weight: float = param(0.1, "alpha in alpha * (E(x+)^2 + E(x-)^2)", range=">= 0")
     sample_steps: int = param(
         200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "langevin_steps": ("int_log", 5, 40), "langevin_T": ("log", 0.3, 1.0), "l2_weight": ("log", 1e-3, 0.3)}
 
 
 @dataclass
@@ -62,6 +70,10 @@ class DSMParams(EnergyNetParams):
     sigma: float = param(0.1, "noise level: x~ = x + sigma * eps; exp(-E) then fits the sigma-noised data", range="> 0")
     sample_steps: int = param(
         200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "sigma": ("log", 0.02, 0.5)}
 
 
 @dataclass
@@ -74,6 +86,10 @@ class SSMParams(EnergyNetParams):
     variance_reduction: bool = param(True, "SSM-VR: 0.5 |s|^2 in place of 0.5 (v^T s)^2 (needs E[v v^T] = I)")
     sample_steps: int = param(
         200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "n_projections": ("int", 1, 4), "variance_reduction": ("choice", True, False)}
 
 
 @dataclass
@@ -89,6 +105,10 @@ class NCEParams(EnergyNetParams):
         0.05, "floor of the fitted per-coordinate std (constant pixels have std 0)", range="> 0")
     sample_steps: int = param(
         200, "K of the fresh chains from uniform noise that sample() runs at evaluation", range=">= 1")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "langevin_eps": ("log", 1e-3, 3e-2), "spectral_norm": ("choice", False, True),
+        "noise_ratio": ("int_log", 1, 16), "noise": ("choice", "gaussian", "uniform")}
 
 
 class NCEEBM(EnergyModel):

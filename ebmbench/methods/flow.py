@@ -11,7 +11,7 @@ one; turning it into a likelihood of the discrete levels is the likelihood metri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,9 @@ class RealNVPParams:
     support_mode: str = param(
         "none", "evaluation sampler: keep f^-1(z) to the support by none | clamp | reflect",
         choices=("none", "clamp", "reflect"))
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "n_couplings": ("int", 4, 12), "hidden": ("int_log", 64, 256)}
 
 
 class Flow(GenerativeModel):

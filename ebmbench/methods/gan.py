@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,10 @@ class WGANGPParams(DCGANParams):
     beta1: float = param(0.0, "Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1")
     beta2: float = param(0.9, "Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2")
     gp_weight: float = param(10.0, "lambda of the gradient penalty lambda * (|grad D(x_hat)| - 1)^2", range=">= 0")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 5e-5, 2e-3), "n_critic": ("int", 1, 5), "beta1": ("linear", 0.0, 0.9),
+        "gp_weight": ("log", 1.0, 30.0)}
 
 
 @dataclass
@@ -73,6 +77,9 @@ class SNGANParams(DCGANParams):
     n_critic: int = param(1, "D updates per G update (Miyato et al. 2018 use 1 or 5 by setting)", range=">= 1")
     beta1: float = param(0.5, "Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1")
     beta2: float = param(0.999, "Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2")
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 5e-5, 2e-3), "n_critic": ("int", 1, 5), "beta1": ("linear", 0.0, 0.9)}
 
 
 class GAN(GenerativeModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,10 @@ class NCSNParams:
     arch: str = param(
         "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
         choices=("default", *SCORE_NGF))
+    # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 3e-3), "ema_decay": ("linear", 0.9, 0.999), "hidden": ("int_log", 64, 256),
+        "sigma_max": ("log", 1.0, 10.0), "eps": ("log", 5e-6, 1e-4)}
 
 
 def noise_label(sigma: Tensor) -> Tensor:
