@@ -306,6 +306,20 @@ class EpsModel(Protocol):
 
 
 @runtime_checkable
+class TimeEnergyModel(EpsModel, Protocol):
+    """Capability ``time_energy``: an energy E(x_t, t) on every noise level of a diffusers schedule, with
+    eps(x_t, t) = sigma_t grad_x E(x_t, t), sigma_t = sqrt(1 - alpha_bar_t) (Du et al. 2023)."""
+
+    def energy_t(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """E(x_t, t) per sample at (B,) timesteps ``t``, counted through the model's ``CountingNet``."""
+        ...
+
+    def sigma_t(self, t: Tensor) -> Tensor:
+        """sqrt(1 - alpha_bar_t) per sample."""
+        ...
+
+
+@runtime_checkable
 class GibbsModel(Protocol):
     """Capability ``gibbs``: a Bernoulli-Bernoulli RBM, E(v, h) = -b.v - c.h - h.W v on binary v and h."""
 
@@ -327,4 +341,5 @@ CAPABILITY_PROTOCOLS: dict[str, type] = {
     "score": ScoreModel,
     "eps_prediction": EpsModel,
     "gibbs": GibbsModel,
+    "time_energy": TimeEnergyModel,
 }
