@@ -23,7 +23,7 @@ from ebmbench.data.toy2d import (
     make_toy_dataset,
 )
 
-NAMES = ["checkerboard", "eight_gaussians", "pinwheel", "rings", "two_moons", "two_spirals"]
+NAMES = ["checkerboard", "diagonal_blobs", "eight_gaussians", "pinwheel", "rings", "two_moons", "two_spirals"]
 GRID = 480  # midpoint-rule points per axis over the box
 CELLS = 12  # chi-square cells per axis; GRID / CELLS grid points per cell side
 N_SAMPLES = 20000

@@ -250,6 +250,23 @@ class EightGaussians(IsotropicMixture):
         super().__init__(means, self.STD, torch.arange(8))
 
 
+class DiagonalBlobs(IsotropicMixture):
+    """4 equally weighted Gaussians, std 0.3, centred at (+-sqrt 2, +-sqrt 2): the diagonal modes of eight_gaussians,
+    broader. A composition partner (Du et al. 2023): its product with eight_gaussians has four well-separated modes
+    (std 0.17) and almost no mass at the other four. Box [-3, 3]^2; the mass outside it is below 1e-7. Modes: the 4
+    blobs, counterclockwise from the first quadrant.
+    """
+
+    name = "diagonal_blobs"
+    box = Box(-3.0, 3.0, (2,))
+    STD = 0.3
+
+    def __init__(self) -> None:
+        angle = math.pi / 4 + torch.arange(4, dtype=torch.float64) * (math.pi / 2)
+        means = 2.0 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+        super().__init__(means, self.STD, torch.arange(4))
+
+
 class Rings(IsotropicMixture):
     """4 equally weighted concentric rings, radii 0.75, 1.5, 2.25, 3 (FFJORD-style).
 
@@ -422,7 +439,7 @@ class Pinwheel(ToyDensity):
 
 
 DENSITIES: Registry[Callable[[], ToyDensity]] = Registry("toy density")
-for _cls in (EightGaussians, Checkerboard, Rings, TwoMoons, Pinwheel, TwoSpirals):
+for _cls in (EightGaussians, Checkerboard, Rings, TwoMoons, Pinwheel, TwoSpirals, DiagonalBlobs):
     DENSITIES.register(_cls.name, _cls)
 
 
@@ -443,6 +460,6 @@ def make_toy_dataset(name: str, n_train: int = 20000, n_val: int = 5000, n_test:
 
 
 __all__ = [
-    "DENSITIES", "Checkerboard", "EightGaussians", "IsotropicMixture", "Pinwheel", "Rings",
+    "DENSITIES", "Checkerboard", "DiagonalBlobs", "EightGaussians", "IsotropicMixture", "Pinwheel", "Rings",
     "SPLIT_SEEDS", "ToyDensity", "TwoMoons", "TwoSpirals", "get_density", "make_toy_dataset",
 ]
