@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ebmbench.suites import load_suite, run_suite, suite_lock
 
     overrides = {"device": args.device} if args.device else {}
-    name, runs = load_suite(args.suite, args.results_dir, overrides)
+    name, runs = load_suite(args.suite, args.results_dir, overrides, trials=args.trials)
     every = [r.cfg.run_id for r in runs]  # the suite's manifest lists all its runs, also when a slice runs
     for field, wanted in (("method", args.methods), ("dataset", args.datasets)):
         if wanted:
@@ -117,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="run only these methods (comma-separated): a slice of the suite")
     run.add_argument("--datasets", help="run only these datasets (comma-separated)")
     run.add_argument("--no-report", action="store_true")
+    run.add_argument("--trials", type=count(1), default=None,
+                     help="a study suite's K, trials per method and seed, over its entries' `study: {trials: K}`")
     run.add_argument("--workers", type=count(0), default=0,
                      help="run on a Dask LocalCluster of N worker processes (0 = serial, in this process)")
     run.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. a dask-jobqueue cluster)")

@@ -30,7 +30,7 @@ from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance,
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout"}
-ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout"}
+ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 LOCK = ".lock"
 
@@ -60,6 +60,7 @@ class RunSpec:
     cfg: config_mod.RunConfig
     notebook: Path
     timeout_s: float = DEFAULT_TIMEOUT_S
+    trial: dict[str, Any] | None = None  # a study's record of this run (ebmbench/study.py): role, draw seed, budget
 
     @property
     def run_dir(self) -> Path:
@@ -161,6 +162,10 @@ def entry_problems(where: str, entry: Any) -> list[str]:
         problems += [f"{where}.method_params.{m}: must be a mapping of parameter: value, got {v!r}"
                      for m, v in per_method.items() if not isinstance(v or {}, dict)]
         problems += [p for m, v in per_method.items() for p in _set_by_suite(f"{where}.method_params.{m}", v)]
+    if "study" in entry:  # a random-search study (ebmbench/study.py): K drawn trials per method and seed
+        from ebmbench.study import study_problems
+
+        problems += study_problems(where, entry["study"], entry.get("methods") or [])
     return problems + _timeout_problems(where, entry)
 
 
@@ -174,10 +179,11 @@ def _problem_lines(bad: dict[tuple[str, str], list[str]]) -> list[str]:
     return lines
 
 
-def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[str, Any] | None = None
-               ) -> tuple[str, list[RunSpec]]:
+def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[str, Any] | None = None,
+               trials: int | None = None) -> tuple[str, list[RunSpec]]:
     """Parse and validate a suite file into runs. Every run's parameters are validated up front, and every
-    problem of the file is reported at once, one line each, in one ``SuiteError``."""
+    problem of the file is reported at once, one line each, in one ``SuiteError``. ``trials`` overrides the K of
+    every study entry."""
     path = suite_path(name_or_path)
     doc = read_suite_file(path)
     name = suite_name(path, doc, results_dir)
@@ -204,13 +210,21 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                       **(per_method.get(method) or {}), "dataset": dataset, "method": method, "seed": seed,
                       "suite": name, "results_dir": str(Path(results_dir).resolve()), **(overrides or {})}
             try:
-                cfg = config_mod.resolve(params)
-            except config_mod.ConfigError as err:
-                for problem in err.problems:
+                expanded = _expanded(params, entry.get("study"), trials)
+            except ValueError as err:  # a config problem met while measuring a trial's FLOPs
+                for problem in getattr(err, "problems", [str(err)]):
                     bad.setdefault((where, problem), []).append(f"{dataset}, {method}, seed {seed}")
                 continue
-            # inject every resolved parameter: the notebook's own defaults must never apply in a suite
-            runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout))
+            for params, trial in expanded:
+                try:
+                    cfg = config_mod.resolve(params)
+                except config_mod.ConfigError as err:
+                    for problem in err.problems:
+                        bad.setdefault((where, problem), []).append(f"{dataset}, {method}, seed {seed}")
+                    continue
+                # inject every resolved parameter: the notebook's own defaults must never apply in a suite
+                runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout,
+                                    trial))
     problems += _problem_lines(bad)
     if not entries:
         problems.append(f"{path}: the suite lists no runs; add entries under runs:")
@@ -220,6 +234,16 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")
     return name, runs
+
+
+def _expanded(params: dict[str, Any], study: dict[str, Any] | None, trials: int | None
+              ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """One run per entry combination, or a study's runs (its trials, the default and the untrained reference)."""
+    if study is None:
+        return [(params, None)]
+    from ebmbench.study import expand
+
+    return expand(params, study, trials)
 
 
 def is_finished(spec: RunSpec, code: dict[str, Any]) -> bool:
@@ -345,6 +369,10 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     """
     code = provenance("cpu")
     t0 = time.perf_counter()
+    if any(s.trial for s in runs):  # a study: which run is which trial (ebmbench/study.py), written before any runs
+        from ebmbench.study import write_study
+
+        write_study(runs[0].run_dir.parent.parent, {s.cfg.run_id: s.trial for s in runs if s.trial})
     statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, code)}
     todo = [s for s in runs if s.cfg.run_id not in statuses]
     if workers or scheduler:
