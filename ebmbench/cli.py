@@ -34,7 +34,8 @@ def render_reports(suite_dir: Path) -> bool:
     from ebmbench.report import RenderError, render
 
     ok = True
-    for name in REPORTS:
+    study = ("study",) if (suite_dir / "study.json").exists() else ()  # a tuning study's page (ebmbench/study.py)
+    for name in REPORTS + study:
         try:
             print(f"{name}: {render(suite_dir, f'{name}.ipynb')}")
         except RenderError as err:

@@ -106,3 +106,11 @@ def long_run_degradation(frame: pd.DataFrame, metric: str = "mmd2") -> pd.DataFr
                     "long": by_steps.index.max(), "value_long": by_steps.iloc[-1],
                     "degrades": by_steps.iloc[-1] > by_steps.iloc[0]})
     return pd.DataFrame(out)
+
+
+def study_findings(suite_dir: Path | str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The three findings of the tuning study (issue 15; ``ebmbench.study.findings``) from this suite's rows: each
+    with its measured numbers and whether it holds, or ``not enough rows`` (every one, when the suite is no study)."""
+    from ebmbench import study
+
+    return study.findings(study.trial_table(suite_dir, frame), frame)

@@ -13,6 +13,7 @@ also the run's seed, so every trial is a row reproducible from its config.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import zlib
@@ -404,6 +405,26 @@ def divergence_table(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def trial_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and method: trials by outcome, the best and median final reverse KL over trials that did not
+    diverge, the suite's own setting (default) and the untrained reference, and the steps the budget bought."""
+    if trials.empty:
+        return trials
+    rows = []
+    for (dataset, method), g in trials.groupby(["dataset", "method"]):
+        tried = g[g.role == "trial"]
+        good = tried[tried.outcome == "ok"].quality
+        rows.append({"dataset": dataset, "method": method, "trials": len(tried),
+                     "ok": int((tried.outcome == "ok").sum()), "diverged": int(tried.outcome.isin(DIVERGED).sum()),
+                     "failed": int((tried.outcome == "failed").sum()),
+                     "best": good.min() if len(good) else float("nan"),
+                     "median": good.median() if len(good) else float("nan"),
+                     "default": g[g.role == "default"].quality.mean(), "untrained": g.untrained.iloc[0],
+                     "steps_min": tried.planned_steps.min(), "steps_max": tried.planned_steps.max(),
+                     "train_wall_s_median": tried.train_wall_s.median()})
+    return pd.DataFrame(rows)
+
+
 def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
     """Long table: (method, parameter, value, quality, outcome) for every drawn value of every trial."""
     tried = trials[trials.role == "trial"]
@@ -418,3 +439,152 @@ def spread(values: pd.Series) -> float:
     """The spread of per-method qualities: the range of log10 reverse KL (a ratio scale; NaN with < 2 finite)."""
     v = np.log10(values[np.isfinite(values) & (values > 0)].astype(float))
     return float(v.max() - v.min()) if len(v) >= 2 else float("nan")
+
+
+# ---------------------------------------------------------------- the trained EBMs under other samplers
+
+
+def load_trained(run_dir: Path) -> tuple[Any, Any]:
+    """(model, dataset) of a finished run: rebuilt from its config.json and loaded with its evaluated weights."""
+    import torch
+
+    from ebmbench import config as config_mod
+    from ebmbench.builtins import METHODS, load_dataset
+    from ebmbench.training import CHECKPOINT, load_weights
+
+    saved = _config(run_dir)
+    flat = {k: v for k, v in saved.items() if k not in ("config_hash", "run_id", "method_params")}
+    cfg = config_mod.resolve({**flat, **saved["method_params"], "device": "cpu"})
+    torch.manual_seed(cfg.seed)
+    dataset = load_dataset(cfg.dataset)
+    model = METHODS.get(cfg.method).build(dataset, cfg.method_params)
+    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    if cfg.eval_weights == "ema":
+        load_weights(model, ckpt["ema"])
+    else:
+        model.load_state_dict(ckpt["model"])
+    return model.eval(), dataset
+
+
+def sweep_budgets(steps: tuple[int, ...] = (25, 100, 400), eps: tuple[float, ...] = (0.003, 0.01, 0.03),
+                  leapfrog: int = 5) -> list[tuple[str, dict[str, Any]]]:
+    """ULA at every (eps, steps), MALA at the same, HMC with ``leapfrog`` leapfrog steps of size sqrt(2 eps) (the
+    step at which one leapfrog step matches a Langevin step) and steps / ``leapfrog`` transitions, so that
+    all three spend about the same gradient evaluations per sample at each ``steps``; all at T = 1."""
+    out = []
+    for s, e in itertools.product(steps, eps):
+        out.append(("langevin", {"steps": s, "eps": e, "temperature": 1.0}))
+        out.append(("mala", {"steps": s, "eps": e, "temperature": 1.0}))
+        out.append(("hmc", {"steps": max(1, s // leapfrog), "leapfrog_steps": leapfrog,
+                            "step_size": float(f"{math.sqrt(2 * e):.3g}"), "temperature": 1.0}))
+    return out
+
+
+def best_runs(trials: pd.DataFrame, family: str = "ebm") -> pd.DataFrame:
+    """Per dataset and method of ``family``, the trial of best final quality among those that did not diverge."""
+    ok = trials[(trials.role == "trial") & (trials.outcome == "ok") & (trials.family == family)]
+    return ok.sort_values("quality").groupby(["dataset", "method"], as_index=False).head(1)
+
+
+def sampler_sweep(suite_dir: Path | str, trials: pd.DataFrame, n: int = 1000, seed: int = 0,
+                  budgets: list[tuple[str, dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """Reverse KL of the best trained EBM of each method under each sampler budget, with the gradient
+    evaluations per sample the samplers were counted to spend (``metrics/cost.py``)."""
+    import torch
+
+    from ebmbench.metrics.cost import sample_with_cost
+    from ebmbench.metrics.registry import SAMPLE_METRICS
+
+    kl = SAMPLE_METRICS.get(QUALITY)
+    rows = []
+    for best in best_runs(trials).itertuples():
+        model, dataset = load_trained(Path(suite_dir) / "runs" / best.run_id)
+        for sampler, budget in budgets or sweep_budgets():
+            generator = torch.Generator().manual_seed(seed)
+            try:
+                samples = sample_with_cost(model, n, sampler=sampler, budget=budget, generator=generator)
+                value, stderr, _ = kl(samples.x.detach().float().cpu(), dataset)
+                status = "ok"
+            except (FloatingPointError, ValueError, RuntimeError) as err:
+                samples, value, stderr, status = None, float("nan"), float("nan"), f"{type(err).__name__}: {err}"
+            rows.append({"dataset": best.dataset, "method": best.method, "run_id": best.run_id, "sampler": sampler,
+                         **{f"b.{k}": v for k, v in budget.items()}, "eps": budget.get("eps"),
+                         "grad_evals": samples.cost.grad_evals if samples else float("nan"),
+                         "reverse_kl": value, "stderr": stderr, "status": status})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the study's findings, from rows
+
+NOT_ENOUGH = "not enough rows"
+
+
+def long_run_pairs(trials: pd.DataFrame, frame: pd.DataFrame, method: str = "short_run_ebm") -> pd.DataFrame:
+    """Per trained run of ``method`` that did not diverge: reverse KL of its fresh K-step chains and of chains
+    ``long_run_factor`` times longer from the same energy (rows ``langevin@K`` and ``langevin@L``)."""
+    runs = trials[(trials.method == method) & (trials.role != "untrained") & (trials.outcome == "ok")]
+    rows = frame[frame.run_id.isin(runs.run_id) & (frame.metric == QUALITY) & (frame.metric_status == "ok")
+                 & frame.sampler.fillna("").str.match(r"^langevin@\d+$")]
+    out = []
+    for run_id, g in rows.groupby("run_id"):
+        g = g.sort_values("nfe")
+        if len(g) >= 2:
+            out.append({"run_id": run_id, "K": g.nfe.iloc[0], "kl_K": g.value.iloc[0], "L": g.nfe.iloc[-1],
+                        "kl_L": g.value.iloc[-1], "degrades": bool(g.value.iloc[-1] > g.value.iloc[0])})
+    return pd.DataFrame(out)
+
+
+def finding_long_run(trials: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any]:
+    """Nijkamp et al. 2019: a short-run EBM's fresh K-step chains sample well and its long-run chains degrade.
+    Holds when most non-diverged short-run trials have a worse reverse KL at L steps than at K, and the best of
+    them at K beats the untrained model."""
+    pairs = long_run_pairs(trials, frame) if len(trials) else pd.DataFrame()
+    if len(pairs) < 2:
+        return {"finding": "short-run EBM: long-run chains degrade", "holds": NOT_ENOUGH, "n": len(pairs)}
+    untrained = trials[(trials.method == "short_run_ebm")].untrained.iloc[0]
+    frac = float(pairs.degrades.mean())
+    return {"finding": "short-run EBM: long-run chains degrade", "n": len(pairs), "fraction_degrading": frac,
+            "median_kl_K": float(pairs.kl_K.median()), "median_kl_L": float(pairs.kl_L.median()),
+            "best_kl_K": float(pairs.kl_K.min()), "untrained_kl": float(untrained),
+            "holds": bool(frac > 0.5 and pairs.kl_K.min() < untrained)}
+
+
+def finding_pcd_diverges_less(trials: pd.DataFrame) -> dict[str, Any]:
+    """PCD with a replay buffer diverges less often than fresh short-run training at equal step size (trial k of
+    both draws the same langevin_eps and lr). Holds when its rate is lower; ``clear`` when the Wilson intervals
+    do not overlap."""
+    table = divergence_table(trials) if len(trials) else pd.DataFrame()
+    name = "PCD diverges less often than short-run training"
+    need = {"pcd_ebm", "short_run_ebm"}
+    if table.empty or not need <= set(table.method) or (table[table.method.isin(need)].trials < 2).any():
+        return {"finding": name, "holds": NOT_ENOUGH}
+    pcd, sr = (table[table.method == m].iloc[0] for m in ("pcd_ebm", "short_run_ebm"))
+    return {"finding": name, "pcd_rate": pcd.rate, "pcd_interval": (pcd.wilson_low, pcd.wilson_high),
+            "pcd_trials": int(pcd.trials), "short_run_rate": sr.rate,
+            "short_run_interval": (sr.wilson_low, sr.wilson_high), "short_run_trials": int(sr.trials),
+            "holds": bool(pcd.rate < sr.rate), "clear": bool(pcd.wilson_high < sr.wilson_low)}
+
+
+def finding_lucic(trials: pd.DataFrame) -> dict[str, Any]:
+    """Lucic et al. 2018 on this benchmark: with the same number of trials, the spread between the methods'
+    best configurations is smaller than the spread at default settings (spread: range of log10 reverse KL over
+    methods; a diverged default counts as missing)."""
+    name = "the best configurations are closer than the defaults"
+    if trials.empty:
+        return {"finding": name, "holds": NOT_ENOUGH}
+    tried = trials[(trials.role == "trial") & trials.outcome.isin(["ok", "worse_than_untrained"])]
+    best = tried.groupby("method").quality.min()
+    default = trials[(trials.role == "default") & trials.outcome.isin(["ok", "worse_than_untrained"])]
+    default = default.groupby("method").quality.mean()
+    common = best.index.intersection(default.index)
+    if len(common) < 2:
+        return {"finding": name, "holds": NOT_ENOUGH, "methods": len(common)}
+    s_best, s_default = spread(best[common]), spread(default[common])
+    return {"finding": name, "methods": len(common), "trials_per_method": int(trials[trials.role == "trial"]
+            .groupby("method").size().min()), "spread_best_log10": s_best, "spread_default_log10": s_default,
+            "holds": bool(s_best < s_default)}
+
+
+def findings(trials: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """The study's three findings, each with its measured numbers and whether it holds (or not enough rows)."""
+    return pd.DataFrame([finding_long_run(trials, frame), finding_pcd_diverges_less(trials), finding_lucic(trials)])

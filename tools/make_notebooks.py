@@ -303,7 +303,16 @@ repro = nb([  # notebooks/reproduce.ipynb
         "long = reproduce.long_run_degradation(frame)\n"
         "long if len(long) else print(\"no EBM rows with \"\n"
         "                                                 \"long_run_factor set (cpu-full sets it)\")"
+    ),    new_markdown_cell(
+        "## Findings of the tuning study (`suites/study-2d.yaml`, study.html)\n"
+        "\n"
+        "Three findings, evaluated from the study's rows (`not enough rows` when this suite is no study): "
+        "fresh short-run chains from a short-run EBM sample well while long-run chains from the same energy "
+        "degrade (Nijkamp et al. 2019); PCD with a replay buffer diverges less often than short-run training at "
+        "equal step size; with the same number of trials, the best configurations of the methods lie closer "
+        "together than their default settings (Lucic et al. 2018)."
     ),
+    new_code_cell("reproduce.study_findings(suite_dir, frame)"),
 ])
 
 lik = nb([  # notebooks/likelihood.ipynb
@@ -374,8 +383,82 @@ lik = nb([  # notebooks/likelihood.ipynb
     ),
 ])
 
+study_nb = nb([  # notebooks/study.ipynb
+    new_markdown_cell(
+        "# Are EBMs created equal? Quality against tuning budget, and how often each objective diverges\n"
+        "\n"
+        "Random search after Lucic et al. 2018: every method's K trials draw their hyperparameters from the "
+        "search space declared beside its params dataclass, each trained with the same counted training FLOPs "
+        "(`suites/study-2d.yaml`, `docs/study.md`). Every trial is an ordinary row of the suite; `study.json` "
+        "says which run is which trial. Quality is the final reverse KL(q || p) of the method's cheapest "
+        "sampler (lower is better)."
+    ),
+    params(
+        "suite_dir = \"../results/study-2d\"  # type: str - the study suite's folder"
+    ),
+    new_code_cell(
+        "import pandas as pd\n"
+        "from IPython.display import Markdown\n"
+        "\n"
+        "from ebmbench import report, study\n"
+        "from ebmbench.plots import study as figures\n"
+        "from ebmbench.results import load_results\n"
+        "\n"
+        "pd.set_option(\"display.width\", 200)\n"
+        "frame = load_results(suite_dir)\n"
+        "trials = study.trial_table(suite_dir, frame)\n"
+        "missing = \"no study rows: run `ebmbench run study-2d` (this suite has no study.json)\"\n"
+        "Markdown(f\"**Divergence rule.** {study.RULE}\")"
+    ),
+    new_markdown_cell("## The trials"),
+    new_code_cell(
+        "report.shown(study.trial_summary(trials), missing, digits=4)"
+    ),
+    new_markdown_cell("## Final quality over trials"),
+    new_code_cell(
+        "figures.show(figures.quality_ecdf(trials), \"quality_ecdf\", suite_dir, missing)"
+    ),
+    new_markdown_cell(
+        "## Expected best quality against the number of trials\n"
+        "\n"
+        "The expected best reverse KL of k trials drawn without replacement from the K run (exact, by order "
+        "statistics), with the 95 % band of 2000 bootstrap draws; a diverged trial is a wasted one."
+    ),
+    new_code_cell(
+        "curves = study.budget_curves(trials) if len(trials) else pd.DataFrame()\n"
+        "figures.show(figures.budget_plot(curves), \"budget\", suite_dir, missing)\n"
+        "report.shown(curves, missing, digits=4)"
+    ),
+    new_markdown_cell("## Divergence rate per objective, with Wilson 95 % intervals, and where in training"),
+    new_code_cell(
+        "divergence = study.divergence_table(trials) if len(trials) else pd.DataFrame()\n"
+        "figures.show(figures.divergence_plot(divergence, trials), \"divergence\", suite_dir, missing)\n"
+        "report.shown(divergence, missing, digits=3)"
+    ),
+    new_markdown_cell("## Sensitivity to each hyperparameter (crosses: diverged trials; line: running median)"),
+    new_code_cell(
+        "long = study.sensitivity(trials) if len(trials) else pd.DataFrame()\n"
+        "figures.show_each(figures.sensitivity_plots(long), \"sensitivity\", suite_dir, missing)"
+    ),
+    new_markdown_cell(
+        "## The trained EBMs under other samplers\n"
+        "\n"
+        "The best non-diverged trial of each EBM objective, sampled by ULA at each step size and chain length, "
+        "MALA at the same, and HMC at matched gradient evaluations; the x axis is the counted gradient "
+        "evaluations per sample."
+    ),
+    new_code_cell(
+        "sweep = study.sampler_sweep(suite_dir, trials) if len(trials) else pd.DataFrame()\n"
+        "figures.show(figures.sweep_plot(sweep), \"sampler_sweep\", suite_dir, missing)\n"
+        "report.shown(sweep, missing, digits=4)"
+    ),
+    new_markdown_cell("## The study's findings, evaluated from the rows (also in reproduce.html)"),
+    new_code_cell("study.findings(trials, frame)"),
+])
+
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
-             "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik}
+             "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik,
+             "study": study_nb}
 
 
 def build(name: str):
