@@ -26,7 +26,7 @@ import pandas as pd
 
 STUDY_FILE = "study.json"  # beside the suite's manifest: run_id -> role, trial, draw seed, drawn values, budget
 SCALES = ("log", "linear", "int", "int_log")
-STUDY_KEYS = {"trials", "train_flops"}
+STUDY_KEYS = {"trials", "train_flops", "metric", "spaces"}
 UNTRAINED_LR = 1e-12  # the untrained reference: one Adam step moves each weight by at most about this
 QUALITY = "reverse_kl"  # the study's headline: KL(q||p), lower is better
 FORWARD = "kl_data_model"  # KL(p||q_theta) by quadrature, where the model has a density (energy or log_prob)
@@ -143,7 +143,29 @@ def study_problems(where: str, study: Any, methods: Iterable[str]) -> list[str]:
     if not isinstance(flops, (int, float)) or isinstance(flops, bool) or flops <= 0:
         problems.append(f"{where}.study: 'train_flops' (counted training FLOPs of every trial) must be a number > 0, "
                         f"e.g. 5.0e+11 (YAML needs the dot and the sign), got {flops!r}")
-    return problems + [f"{where}: {p}" for m in methods for p in space_problems(m)]
+    metric = study.get("metric", QUALITY)
+    from ebmbench.builtins import SAMPLE_METRICS
+
+    if metric not in SAMPLE_METRICS.names():
+        problems.append(f"{where}.study: 'metric' {metric!r} is not a sample metric; choose from "
+                        f"{SAMPLE_METRICS.names()}")
+    spaces = study.get("spaces") or {}
+    if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
+        return problems + [f"{where}.study: 'spaces' must map a method to {{parameter: [scale, low, high]}}, "
+                           f"got {spaces!r}"]
+    problems += [f"{where}.study.spaces: {m!r} is not a method of this entry" for m in spaces if m not in methods]
+    return problems + [f"{where}: {p}" for m in methods for p in space_problems(m, space_for(m, study))]
+
+
+def space_for(method: str, study: dict[str, Any]) -> dict[str, tuple] | None:
+    """``method``'s declared space with the entry's ``spaces.<method>`` dimensions over it (e.g. step sizes that
+    suit images); None when the method declares none and the entry adds none."""
+    given = (study.get("spaces") or {}).get(method) or {}
+    extra = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    try:
+        return {**space_of(method), **extra}
+    except ValueError:
+        return extra or None
 
 
 _FLOPS_CACHE: dict[str, float] = {}
@@ -222,18 +244,20 @@ def expand(base: dict[str, Any], study: dict[str, Any], trials: int | None = Non
     of the method at the same budget (``default``), and that setting untrained (``untrained``: one step at
     lr 1e-12, the reference a trial must beat not to count as diverged). Returns (params, study record) pairs."""
     method, study_seed, budget = base["method"], base["seed"], float(study["train_flops"])
-    space = space_of(method)
+    space = space_for(method, study) or space_of(method)
+    metric = study.get("metric", QUALITY)
     out = []
     for k in range(trials or study["trials"]):
         seed = trial_seed(study_seed, k)
         drawn = draw(space, seed)
         params, spent = at_budget({**base, **drawn, "seed": seed}, budget)
         out.append((params, {"role": "trial", "trial": k, "study_seed": study_seed, "draw_seed": seed,
-                             "drawn": drawn, "space": {n: list(d) for n, d in space.items()}, **spent}))
+                             "drawn": drawn, "space": {n: list(d) for n, d in space.items()}, "metric": metric,
+                             **spent}))
     params, spent = at_budget(base, budget)
-    out.append((params, {"role": "default", "study_seed": study_seed, **spent}))
+    out.append((params, {"role": "default", "study_seed": study_seed, "metric": metric, **spent}))
     untrained = {**base, "train_steps": 1, "lr": UNTRAINED_LR, "curve_points": 0}
-    out.append((untrained, {"role": "untrained", "study_seed": study_seed, "train_steps": 1}))
+    out.append((untrained, {"role": "untrained", "study_seed": study_seed, "metric": metric, "train_steps": 1}))
     return out
 
 
@@ -292,7 +316,8 @@ def trial_table(suite_dir: Path | str, frame: pd.DataFrame | None = None) -> pd.
                     "planned_steps": cfg.get("train_steps", rec.get("train_steps")),
                     "steps_done": first.train_steps, "train_flops": first.train_flops,
                     "train_wall_s": first.train_wall_s, "run_status": first.run_status, "reason": reason,
-                    "quality": primary_value(rows, QUALITY), "forward_kl": primary_value(rows, FORWARD),
+                    "metric": rec.get("metric", QUALITY), "quality": primary_value(rows, rec.get("metric", QUALITY)),
+                    "forward_kl": primary_value(rows, FORWARD),
                     **{f"p.{k}": v for k, v in (rec.get("drawn") or {}).items()}})
     return classify(pd.DataFrame(out))
 
@@ -482,7 +507,8 @@ def sweep_budgets(steps: tuple[int, ...] = (25, 100, 400), eps: tuple[float, ...
 
 def best_runs(trials: pd.DataFrame, family: str = "ebm") -> pd.DataFrame:
     """Per dataset and method of ``family``, the trial of best final quality among those that did not diverge."""
-    ok = trials[(trials.role == "trial") & (trials.outcome == "ok") & (trials.family == family)]
+    ok = trials[(trials.role == "trial") & (trials.outcome == "ok") & (trials.family == family)
+                & (trials.metric == QUALITY)]  # the sweep's reverse KL needs the 2D densities
     return ok.sort_values("quality").groupby(["dataset", "method"], as_index=False).head(1)
 
 

@@ -108,6 +108,20 @@ def test_a_bad_study_entry_is_refused_with_every_problem(tmp_path):
     assert "method 'dcgan' declares no search space" in text
 
 
+def test_an_entry_may_widen_a_space_and_choose_the_metric(tmp_path):
+    block = "{trials: 2, train_flops: 1.0e+10, metric: mode_tv, spaces: {pcd_ebm: {langevin_eps: [log, 0.5, 2.0]}}}"
+    _, runs = load_suite(str(_suite(tmp_path, block)), str(tmp_path))
+    pcd = [r for r in runs if r.cfg.method == "pcd_ebm" and r.trial["role"] == "trial"]
+    assert all(0.5 <= r.cfg.method_params.langevin_eps <= 2.0 and r.trial["metric"] == "mode_tv" for r in pcd)
+    with pytest.raises(SuiteError) as err:
+        load_suite(str(_suite(tmp_path, "{trials: 2, train_flops: 1.0e+10, metric: nope, "
+                                        "spaces: {pcd_ebm: {langevin_eps: [log, 0.0, 2.0]}, sngan: {}}}")),
+                   str(tmp_path))
+    text = str(err.value)
+    assert "'metric' 'nope' is not a sample metric" in text and "'sngan' is not a method of this entry" in text
+    assert "search space of 'pcd_ebm': 'langevin_eps': a log scale needs low > 0" in text
+
+
 def test_a_study_expands_to_trials_at_equal_flops_with_a_default_and_an_untrained_reference(tmp_path):
     _, runs = load_suite(str(_suite(tmp_path, "{trials: 3, train_flops: 1.0e+10}")), str(tmp_path))
     assert len(runs) == 2 * (3 + 2)
