@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import ebmbench.methods.diffusion  # noqa: F401  (registers ddpm)
-import ebmbench.methods.energy_diffusion  # noqa: F401  (registers energy_ddpm)
 import ebmbench.methods.ebm  # noqa: F401  (registers pcd_ebm, replay_buffer)
 import ebmbench.methods.ebm_objectives  # noqa: F401  (registers short_run_ebm, cdk_ebm, dsm_ebm, ssm_ebm, nce_ebm)
+import ebmbench.methods.energy_diffusion  # noqa: F401  (registers energy_ddpm)
 import ebmbench.methods.flow  # noqa: F401  (registers realnvp)
 import ebmbench.methods.gan  # noqa: F401  (registers dcgan, wgan_gp, sngan)
 import ebmbench.methods.rbm  # noqa: F401  (registers rbm_cd, rbm_pcd, gibbs)

@@ -35,7 +35,8 @@ def render_reports(suite_dir: Path) -> bool:
 
     ok = True
     study = ("study",) if (suite_dir / "study.json").exists() else ()  # a tuning study's page (ebmbench/study.py)
-    for name in REPORTS + study:
+    compose = ("compose",) if (suite_dir / "compositions").is_dir() else ()  # compositions' page (ebmbench/compose.py)
+    for name in REPORTS + study + compose:
         try:
             print(f"{name}: {render(suite_dir, f'{name}.ipynb')}")
         except RenderError as err:

@@ -16,6 +16,7 @@ import yaml
 
 from ebmbench import config as config_mod
 from ebmbench.builtins import METHODS
+from ebmbench.compose import compositions_from
 from ebmbench.kernels import (  # noqa: F401  (re-exported: the paths and kernel settings live in kernels.py)
     KERNEL_ARGS,
     KERNEL_WARNINGS,
@@ -29,7 +30,7 @@ from ebmbench.kernels import (  # noqa: F401  (re-exported: the paths and kernel
 from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance, read_result
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
-SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout"}
+SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions"}  # compositions: ebmbench/compose.py
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 LOCK = ".lock"
@@ -228,8 +229,13 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     problems += _problem_lines(bad)
     if not entries:
         problems.append(f"{path}: the suite lists no runs; add entries under runs:")
+    # compositions run after the runs they compose (their `needs`), from those runs' checkpoints
+    compositions, composition_problems = compositions_from(doc.get("compositions"), runs, name, results_dir,
+                                                           str(path), doc.get("timeout", DEFAULT_TIMEOUT_S))
+    problems += composition_problems
     if problems:
         raise SuiteError("\n".join(problems))
+    runs = [*runs, *compositions]  # type: ignore[list-item]
     ids = [r.cfg.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")
@@ -308,10 +314,10 @@ def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
                                 extra_arguments=KERNEL_ARGS,
                                 timeout_func=lambda cell: max(1.0, deadline - time.monotonic()))
     except pm.PapermillExecutionError as err:
-        failed_record(spec.params, run_dir, f"notebook raised {err.ename}: {err.evalue}")
+        record_failure(spec, f"notebook raised {err.ename}: {err.evalue}")
         return "failed"
     except CellTimeoutError:
-        failed_record(spec.params, run_dir, f"the run ran past its wall-clock limit of {limit:g} s and its kernel was "
+        record_failure(spec, f"the run ran past its wall-clock limit of {limit:g} s and its kernel was "
                                             "stopped; raise `timeout` in its suite entry or pass --timeout")
         return "failed"
     except DeadKernelError as err:  # papermill does not mark a dead kernel as a cell error
@@ -322,6 +328,21 @@ def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
     return record["run_status"]
 
 
+def execute_after(spec: RunSpec, *needed: str, timeout_s: float | None = None) -> str:
+    """``execute`` once the runs it needs have ended (Dask passes their statuses; a composition whose component
+    failed records that itself, from the component's result)."""
+    return execute(spec, timeout_s=timeout_s)
+
+
+def record_failure(spec: RunSpec, reason: str) -> None:
+    """The failed record of a run, or of a composition (which writes its own kind of row)."""
+    own = getattr(spec, "failed_record", None)
+    if own is not None:
+        own(reason)
+    else:
+        failed_record(spec.params, spec.run_dir, reason)
+
+
 def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: float | None = None) -> str:
     """``execute``, retrying infrastructure deaths up to ``retries`` times, then a failed record."""
     last: InfrastructureError | None = None
@@ -330,7 +351,7 @@ def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: float | Non
             return execute(spec, timeout_s=timeout_s)
         except InfrastructureError as err:
             last = err
-    failed_record(spec.params, spec.run_dir, f"infrastructure failure after {retries + 1} attempts: {last}")
+    record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {last}")
     return "failed"
 
 
@@ -398,16 +419,21 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     statuses: dict[str, str] = {}
     with Client(scheduler or cluster) as client:
-        futures = {client.submit(execute, spec, timeout_s=timeout_s, retries=retries, pure=False,
-                                 key=f"{name}-{spec.cfg.run_id}"): spec for spec in todo}
+        futures: dict[Any, RunSpec] = {}
+        by_id: dict[str, Any] = {}
+        for spec in todo:  # a composition waits for the futures of the runs it needs (finished ones have none)
+            needs = [by_id[i] for i in getattr(spec, "needs", ()) if i in by_id]
+            future = client.submit(execute_after, spec, *needs, timeout_s=timeout_s, retries=retries, pure=False,
+                                   key=f"{name}-{spec.cfg.run_id}")
+            futures[future], by_id[spec.cfg.run_id] = spec, future
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"suite {name}", unit="run",
                            disable=not progress):
             spec = futures[future]
             try:
                 statuses[spec.cfg.run_id] = future.result()
             except Exception as err:  # retries exhausted: the run is a failed row, never a gap
-                failed_record(spec.params, spec.run_dir,
-                              f"infrastructure failure after {retries + 1} attempts: {type(err).__name__}: {err}")
+                why = f"{type(err).__name__}: {err}"
+                record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
                 statuses[spec.cfg.run_id] = "failed"
     if cluster is not None:
         cluster.close()

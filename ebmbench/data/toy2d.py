@@ -161,6 +161,10 @@ class ToyDensity(ABC):
             self._threshold = float(torch.quantile(lp, _HIGH_DENSITY_QUANTILE))
         return self._threshold
 
+    def natural_mode(self, x: Tensor) -> Tensor:
+        """Index of the natural mode x most likely came from, with no high-density cut (compositions cut their own)."""
+        return self._rowwise(x, lambda lj, idx: self._mode_or_outside(lj, idx, -math.inf))
+
     def mode_of(self, x: Tensor) -> Tensor:
         """Index of the natural mode x most likely came from; -1 outside the high-density region."""
         threshold = self.log_prob_threshold()

@@ -61,6 +61,8 @@ class AISParams:
     grid_cells: int = 256  # reverse start in 2D: cells per axis of the grid draw
     seed: int = 0  # seeds the generator of every draw (metrics get no generator)
     reverse: bool = True  # also run reverse AIS (its start costs start_steps transitions per chain)
+    level_step: float = 0.1  # diffusion path: MALA eps at level t is level_step * sigma_t^2 + level_step_floor
+    level_step_floor: float = 0.002
 
 
 @dataclass
@@ -413,6 +415,127 @@ def estimate_log_z(model: GenerativeModel, dataset: Dataset | None, params: AISP
     return results
 
 
+# ---------------------------------------------------------------- a time-indexed energy: the model's own noise levels
+
+
+class DiffusionPath:
+    """f_0 = N(0, I) (the VP prior, x_T; N(0, sigma_max^2 I) in scaled coordinates), then exp(-E(x, t)) at the model's
+    timesteps t_K > ... > t_1 = 0, the last cut to the support box (Du et al. 2023's energies; AIS, Neal 2001).
+
+    Annealing "beta" k = 0..K indexes the distributions; each E(., t) has its own unknown normalizer, which AIS
+    never needs. Transitions: ``mcmc_steps`` MALA steps on exp(-E(., t)) with eps = level_step sigma_t^2 +
+    level_step_floor, on R^2 at every level but the last (the last distribution gets no transition).
+    """
+
+    def __init__(self, model: Any, params: AISParams) -> None:
+        self.model, self.params = model, params
+        T = len(model.make_ddpm_scheduler().alphas_cumprod)  # noqa: N806  (the paper's T)
+        n = min(params.n_steps, T)
+        self.timesteps = torch.linspace(T - 1, 0, n).round().long().unique_consecutive().tolist()
+        self.betas = [float(k) for k in range(len(self.timesteps) + 1)]
+        self.box, self.dim = model.support, model.support.dim
+        self.log_z0 = 0.5 * self.dim * math.log(2 * math.pi)
+        self.accepted: list[float] = []
+
+    def sample_base(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn((n, *self.box.shape), generator=generator, device=generator.device).to(self.model.device)
+
+    def _t(self, k: int, n: int) -> Tensor:
+        return torch.full((n,), self.timesteps[k - 1], dtype=torch.long, device=self.model.device)
+
+    def log_f(self, x: Tensor, k: int) -> Tensor:
+        if k == 0:
+            return -0.5 * x.double().flatten(1).pow(2).sum(dim=1)
+        with torch.no_grad():
+            out = -self.model.energy_t(x, self._t(k, len(x))).double()
+        if k == len(self.timesteps):
+            out = torch.where(self.box.contains(x), out, -math.inf)
+        return out
+
+    def delta_log_f(self, x: Tensor, beta_from: float, beta_to: float) -> Tensor:
+        return self.log_f(x, round(beta_to)) - self.log_f(x, round(beta_from))
+
+    def step(self, k: int) -> float:
+        t = self._t(k, 1)
+        return self.params.level_step * float(self.model.sigma_t(t)) ** 2 + self.params.level_step_floor
+
+    def transition(self, x: Tensor, beta: float, generator: torch.Generator, steps: int) -> Tensor:
+        k = round(beta)
+        if k == 0:  # the base: exact draws need no chain
+            return x
+
+        def energy(y: Tensor) -> Tensor:
+            return self.model.energy_t(y, self._t(k, len(y)))
+
+        box = self.box if k == len(self.timesteps) else None
+        x, stats = mala_chain(energy, x, steps=steps, eps=self.step(k), generator=generator, box=box)
+        self.accepted.append(stats.acceptance)
+        return x
+
+
+def diffusion_log_z(model: Any, params: AISParams, x_model: Tensor | None = None) -> dict[str, dict[str, Any]]:
+    """log Z of exp(-E(x, 0)) on the box by AIS along the model's noise levels: forward from N(0, I) (stochastic
+    lower bound), and reverse from ``x_model`` (stochastic upper bound when they are exact samples)."""
+    path = DiffusionPath(model, params)
+    out = {}
+    starts = {"forward": None, "reverse": x_model}
+    for direction, x0 in starts.items():
+        if direction == "reverse" and x0 is None:
+            continue
+        generator = torch.Generator(device=model.device).manual_seed(params.seed + (direction == "reverse"))
+        x = path.sample_base(params.runs * params.chains, generator) if x0 is None else x0
+        betas = path.betas if direction == "forward" else path.betas[::-1]
+        path.accepted.clear()
+        calls0, t0 = model.net.forward_calls, time.perf_counter()
+        log_w = anneal(path, x, betas, generator, params.mcmc_steps)
+        out[direction] = {**summarize(log_w, path.log_z0, direction, params.runs),
+                          "nfe_per_chain": model.net.forward_calls - calls0, "wall_s": time.perf_counter() - t0,
+                          "levels": len(path.timesteps), "acceptance": (sum(path.accepted) / len(path.accepted)
+                                                                        if path.accepted else None)}
+    return out
+
+
+def diffusion_nll_row(model: Any, dataset: Dataset, direction: str, params: AISParams | None = None,
+                      max_points: int = 0) -> Measured:
+    """Held-out NLL = mean E(x, 0) + log Z, log Z by AIS along the model's own noise levels; in 2D beside the same
+    log Z by quadrature of exp(-E(x, 0)) on the box (the exact answer), with each estimator's cost."""
+    params = params or AISParams()
+    if direction == "reverse" and not params.reverse:
+        raise NotApplicable("reverse AIS was not run (AISParams.reverse=False)")
+    x_model, start = None, ""
+    if direction == "reverse":
+        if model.support.dim != 2:
+            raise NotApplicable("reverse AIS along the noise levels starts from a grid draw, tractable in 2D only")
+        g = torch.Generator(device=model.device).manual_seed(params.seed + 1)
+        with torch.no_grad():
+            x_model = likelihood.sample_grid(model.energy, model.support, params.runs * params.chains, g,
+                                             params.grid_cells, model_dtype(model), model.device)
+        start = f"grid draw ({params.grid_cells}^2 cells) of exp(-E(x, 0)) on the box"
+    r = diffusion_log_z(model, params, x_model)[direction]
+    x = likelihood.heldout_points(dataset, max_points).to(model.device)
+    with torch.no_grad():
+        nll = model.energy(x).double().cpu() + r["log_z"]
+    value = float(nll.mean())
+    stderr = math.sqrt(float(nll.var()) / len(nll) + (r["stderr"] if r["stderr"] == r["stderr"] else 0.0) ** 2)
+    meta = {**kind_of(direction, False, False), "method": f"AIS (Neal 2001) along the model's {r['levels']} noise "
+            f"levels, {direction}", "log_z": r["log_z"], "log_z_stderr": r["stderr"], "ess": r["ess"],
+            "nfe_per_chain": r["nfe_per_chain"], "wall_s": r["wall_s"], "acceptance": r["acceptance"],
+            "start": start or "N(0, I), the VP prior", "split": "test", "units": "nats per sample", "n": len(nll),
+            "ais_params": asdict(params)}
+    if model.support.dim == 2:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            log_z, err, grid = likelihood.log_partition_refined(model.energy, model.support, tol=1e-4, n_start=64,
+                                                                n_max=2048, device=model.device)
+        meta.update(log_z_quadrature=log_z, quadrature_error=err, quadrature_grid=grid,
+                    quadrature_evaluations=grid * grid + (grid // 2) ** 2, quadrature_wall_s=time.perf_counter() - t0,
+                    ais_minus_quadrature=r["log_z"] - log_z)
+    meta.update(likelihood.forward_kl_meta(dataset, likelihood.heldout_points(dataset, max_points), nll,
+                                           meta["likelihood_kind"], r["stderr"] ** 2 if r["stderr"] == r["stderr"]
+                                           else 0.0))
+    return value, stderr, meta
+
+
 # ---------------------------------------------------------------- the metrics
 
 _CACHE: dict[tuple, dict[str, AISResult]] = {}
@@ -514,6 +637,12 @@ def configure(cfg: Any) -> dict[str, Any]:
 
 
 register(
+    Metric("nll_ais_diffusion_forward", "model", partial(diffusion_nll_row, direction="forward"),
+           "Neal 2001 AIS along the noise levels of an energy-parameterized diffusion model (Du et al. 2023)",
+           configure, requires="time_energy"),
+    Metric("nll_ais_diffusion_reverse", "model", partial(diffusion_nll_row, direction="reverse"),
+           "Grosse et al. 2015 BDMC along the noise levels of an energy-parameterized diffusion model",
+           configure, requires="time_energy"),
     Metric("nll_ais_forward", "model", partial(nll_row, direction="forward"),
            "Neal 2001, annealed importance sampling", configure, requires="energy | gibbs"),
     Metric("nll_ais_reverse", "model", partial(nll_row, direction="reverse"),
