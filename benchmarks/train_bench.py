@@ -121,9 +121,12 @@ def train_seconds(table: dict[str, ModuleType], params: dict, out: Path) -> floa
 
 
 def floor_step(table: dict[str, ModuleType], params: dict) -> Callable[[], None]:
-    """The bare network work of one training step of ``params``' method (fused Adam, no run machinery)."""
+    """The bare network work of one training step of ``params``' method (fused Adam, no run machinery).
+
+    Shapes come from the run's data, so the same floor serves 2D and image runs.
+    """
     run = table["ebmbench.run"]
-    r = run.start({**params, "train_steps": 1})
+    r = run.start({**params, "train_steps": 1, "curve_points": 0})
     model, b, p = r.model, r.cfg.batch_size, r.cfg.method_params
     net = model.net.net  # past the counting wrapper
     data, g = r.dataset.train, torch.Generator().manual_seed(0)
@@ -131,6 +134,9 @@ def floor_step(table: dict[str, ModuleType], params: dict) -> Callable[[], None]
 
     def batch() -> torch.Tensor:
         return data[torch.randint(len(data), (b,), generator=g)]
+
+    def noise(x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=g)
 
     def update(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -141,19 +147,20 @@ def floor_step(table: dict[str, ModuleType], params: dict) -> Callable[[], None]
         t = torch.rand(b, generator=g) * 999
 
         def step() -> None:
-            x, z = batch(), torch.randn(b, 2, generator=g)
+            x = batch()
+            z = noise(x)
             update((net(x + z, t) - z).pow(2).mean())
     elif r.cfg.method == "realnvp":
         def step() -> None:
             z, log_det = net(batch())
-            update((0.5 * z.pow(2).sum(1) - log_det).mean())
+            update((0.5 * z.pow(2).flatten(1).sum(1) - log_det).mean())
     elif r.cfg.method == "pcd_ebm":
         def step() -> None:
-            x = torch.rand(b, 2, generator=g) * 8 - 4
+            x = torch.rand(batch().shape, generator=g)
             for _ in range(p.langevin_steps):
                 x = x.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(net(x).sum(), x)
-                x = x.detach() - p.langevin_eps * grad + 0.1 * torch.randn(x.shape, generator=g)
+                x = x.detach() - p.langevin_eps * grad + 0.01 * noise(x)
             e = net(torch.cat([batch(), x.detach()]))
             update(e[:b].mean() - e[b:].mean())
     elif r.cfg.method == "sngan":

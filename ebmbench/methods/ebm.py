@@ -16,7 +16,7 @@ from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.params import param
 from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
 from ebmbench.samplers.compiled import grad_fn
-from ebmbench.samplers.langevin import ula
+from ebmbench.samplers.langevin import ula, ula_chain
 
 
 @dataclass
@@ -89,6 +89,11 @@ class EBM(EnergyModel):
         self.register_buffer("buffer", torch.zeros(params.buffer_size, *support.shape))
         # chain length of each buffer entry in Langevin steps; -1 marks an unfilled buffer
         self.register_buffer("buffer_age", torch.full((params.buffer_size,), -1, dtype=torch.long))
+        self.buffer_ready = False  # buffer_age checked since the last load (fill_buffer_once)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.buffer_ready = False  # the loaded buffer may be unfilled: check it again on next use
+        return super().load_state_dict(*args, **kwargs)
 
 
 def build_energy_net(dataset: Dataset, params: Any) -> nn.Module:
@@ -107,42 +112,72 @@ def build_pcd_ebm(dataset: Dataset, params: PCDParams) -> EBM:
     return EBM(build_energy_net(dataset, params), dataset.support, params)
 
 
-def draw_negatives(model: EBM, batch: int, generator: torch.Generator) -> Tensor:
-    """Take ``batch`` buffer chains, restart a fraction from noise, advance them K steps, store back."""
-    p, device = model.params, model.buffer.device
-    if model.buffer_age[0] < 0:  # first call: fill the buffer with uniform noise
-        model.buffer.copy_(model.support.uniform(p.buffer_size, generator, device))
+def restart_chains(x0: Tensor, restart: Tensor, support: Box, generator: torch.Generator,
+                   sync_free: bool | None = None) -> Tensor:
+    """Chains of ``x0`` flagged in ``restart`` start again from uniform noise on the support.
+
+    On the CPU the noise is drawn for the flagged chains only (the random stream every CPU result so far used;
+    counting them is a free host read there). On an accelerator (``sync_free``) it is drawn for every chain and
+    kept where flagged: the same distribution without a host sync per training step.
+    """
+    if not (x0.device.type != "cpu" if sync_free is None else sync_free):
+        x0[restart] = support.uniform(int(restart.sum()), generator, x0.device)
+        return x0
+    fresh = support.uniform(x0.shape[0], generator, x0.device)
+    return torch.where(restart.view(-1, *[1] * (x0.dim() - 1)), fresh, x0)
+
+
+def fill_buffer_once(model: EBM, generator: torch.Generator) -> None:
+    """Fill the buffer with uniform noise on its first use; its age is read from the device once per model
+    (and again after a load_state_dict), not at every training step."""
+    if model.buffer_ready:
+        return
+    if model.buffer_age[0] < 0:
+        model.buffer.copy_(model.support.uniform(model.params.buffer_size, generator, model.buffer.device))
         model.buffer_age.zero_()
+    model.buffer_ready = True
+
+
+def draw_negatives(model: EBM, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Take ``batch`` buffer chains, restart a fraction from noise, advance them K steps, store back.
+
+    Returns the chains and the chain's finiteness probe (0, or NaN after a NaN/inf energy; read by the guard).
+    """
+    p, device = model.params, model.buffer.device
+    fill_buffer_once(model, generator)
     idx = torch.randperm(p.buffer_size, generator=generator, device=device)[:batch]
     x0 = model.buffer[idx].clone()
     ages = model.buffer_age[idx].clone()
     restart = torch.rand(batch, generator=generator, device=device) < p.reinit_frac
-    x0[restart] = model.support.uniform(int(restart.sum()), generator, device)
+    x0 = restart_chains(x0, restart, model.support, generator)
     ages[restart] = 0
-    x, _ = ula(model.energy, x0, steps=p.langevin_steps, generator=generator, box=model.support,
-               grad=grad_fn(model), **model.langevin_kwargs())
+    x, stats = ula_chain(model.energy, x0, steps=p.langevin_steps, generator=generator, box=model.support,
+                         grad=grad_fn(model), **model.langevin_kwargs())
     model.buffer[idx] = x
     model.buffer_age[idx] = ages + p.langevin_steps
-    return x
+    return x, stats["probe"]
 
 
 def contrastive_loss(model: EnergyModel, x_pos: Tensor, x_neg: Tensor, l2_weight: float
-                     ) -> tuple[Tensor, dict[str, float]]:
-    """E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2), per sample, with the energy gap as diagnostic (Du & Mordatch 2019)."""
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+    """E(x+) - E(x-) + alpha (E(x+)^2 + E(x-)^2), per sample, with the energy gap as diagnostic (Du & Mordatch 2019).
+
+    Diagnostics are 0-d device tensors, read when the training guard syncs (no host sync per step).
+    """
     e_pos, e_neg = model.energy(x_pos), model.energy(x_neg)
     loss = e_pos - e_neg + l2_weight * (e_pos**2 + e_neg**2)
     e_pos, e_neg = e_pos.detach(), e_neg.detach()
-    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e_pos.mean()),
-            "energy_neg": float(e_neg.mean()), "energy_gap": float(e_neg.mean() - e_pos.mean())}
+    diag = {"loss": loss.detach().mean(), "energy_pos": e_pos.mean(),
+            "energy_neg": e_neg.mean(), "energy_gap": e_neg.mean() - e_pos.mean()}
     return loss, diag
 
 
 def pcd_loss(model: EBM, x_pos: Tensor, generator: torch.Generator, params: PCDParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """Contrastive divergence on negatives from the replay buffer (Du & Mordatch 2019)."""
-    x_neg = draw_negatives(model, x_pos.shape[0], generator)
+    x_neg, probe = draw_negatives(model, x_pos.shape[0], generator)
     loss, diag = contrastive_loss(model, x_pos, x_neg, params.l2_weight)
-    return loss, {**diag, "buffer_age_mean": float(model.buffer_age.float().mean())}
+    return loss, {**diag, "buffer_age_mean": model.buffer_age.float().mean(), "chain_probe": probe}
 
 
 def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0) -> SamplerOutput:

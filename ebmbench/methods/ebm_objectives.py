@@ -28,7 +28,7 @@ from ebmbench.methods.ebm import (
 from ebmbench.params import param
 from ebmbench.protocol import Box
 from ebmbench.samplers.compiled import grad_fn
-from ebmbench.samplers.langevin import ula
+from ebmbench.samplers.langevin import ula_chain
 
 
 @dataclass
@@ -142,25 +142,34 @@ def short_run_eval(params: ShortRunParams) -> list[tuple[str, dict[str, Any]]]:
 
 
 def run_chains(model: EnergyModel, x0: Tensor, generator: torch.Generator, params: ShortRunParams | CDkParams
-               ) -> Tensor:
-    """K ULA steps from ``x0`` (parameter gradients untouched; the returned chains are detached)."""
-    x, _ = ula(model.energy, x0, steps=params.langevin_steps, eps=params.langevin_eps,
-               temperature=params.langevin_T, generator=generator, box=model.support,
-               support_mode=params.support_mode, grad_clip=params.langevin_grad_clip, grad=grad_fn(model))
-    return x
+               ) -> tuple[Tensor, Tensor]:
+    """K ULA steps from ``x0`` (parameter gradients untouched; the returned chains are detached), and the
+    chain's finiteness probe (0, or NaN after a NaN/inf energy), which the training guard reads."""
+    x, stats = ula_chain(model.energy, x0, steps=params.langevin_steps, eps=params.langevin_eps,
+                         temperature=params.langevin_T, generator=generator, box=model.support,
+                         support_mode=params.support_mode, grad_clip=params.langevin_grad_clip, grad=grad_fn(model))
+    return x, stats["probe"]
+
+
+def chain_contrastive_loss(model: EnergyModel, x_pos: Tensor, x0: Tensor, generator: torch.Generator,
+                           params: ShortRunParams | CDkParams) -> tuple[Tensor, dict[str, Tensor]]:
+    """The contrastive loss on negatives from K ULA steps started at ``x0``, with the chain's probe."""
+    x_neg, probe = run_chains(model, x0, generator, params)
+    loss, diag = contrastive_loss(model, x_pos, x_neg, params.l2_weight)
+    return loss, {**diag, "chain_probe": probe}
 
 
 def short_run_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: ShortRunParams
-                   ) -> tuple[Tensor, dict[str, float]]:
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
     """Negatives: K ULA steps from uniform noise, no buffer (Nijkamp et al. 2019, short-run MCMC)."""
     x0 = model.support.uniform(x_pos.shape[0], generator, x_pos.device)
-    return contrastive_loss(model, x_pos, run_chains(model, x0, generator, params), params.l2_weight)
+    return chain_contrastive_loss(model, x_pos, x0, generator, params)
 
 
 def cdk_loss(model: EnergyModel, x_pos: Tensor, generator: torch.Generator, params: CDkParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """Negatives: k ULA steps started at the data batch (Hinton 2002, contrastive divergence CD-k)."""
-    return contrastive_loss(model, x_pos, run_chains(model, x_pos, generator, params), params.l2_weight)
+    return chain_contrastive_loss(model, x_pos, x_pos, generator, params)
 
 
 # ---------------------------------------------------------------- score matching
@@ -175,7 +184,7 @@ def energy_grad(model: EnergyModel, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def dsm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: DSMParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """Denoising score matching, s = -grad E (Vincent 2011): 0.5 |sigma s(x~) + eps|^2, x~ = x + sigma eps.
 
     This is Vincent's 0.5 |s(x~) - (x - x~) / sigma^2|^2 weighted by sigma^2 (same minimizer, O(1) scale);
@@ -185,8 +194,8 @@ def dsm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: 
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     _, e, grad = energy_grad(model, x + sigma * eps)
     loss = 0.5 * (eps - sigma * grad).flatten(1).pow(2).sum(dim=1)  # sigma s + eps = eps - sigma grad E
-    diag = {"loss": float(loss.detach().mean()), "energy_noised": float(e.detach().mean()),
-            "score_norm": float(grad.detach().flatten(1).norm(dim=1).mean())}
+    diag = {"loss": loss.detach().mean(), "energy_noised": e.detach().mean(),
+            "score_norm": grad.detach().flatten(1).norm(dim=1).mean()}
     return loss, diag
 
 
@@ -202,7 +211,7 @@ def projections(like: Tensor, n: int, kind: str, generator: torch.Generator) -> 
 
 
 def ssm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: SSMParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """Sliced score matching, s = -grad E (Song et al. 2019): v^T (ds/dx) v + 0.5 (v^T s)^2, or SSM-VR.
 
     With s = -grad E, v^T (ds/dx) v = -v^T H_E v. SSM-VR replaces 0.5 (v^T s)^2 by its expectation
@@ -217,8 +226,8 @@ def ssm_loss(model: EnergyModel, x: Tensor, generator: torch.Generator, params: 
     hess = torch.stack(hess_terms).mean(dim=0)
     fit = 0.5 * grad.flatten(1).pow(2).sum(dim=1) if params.variance_reduction else torch.stack(fit_terms).mean(0)
     loss = hess + fit
-    diag = {"loss": float(loss.detach().mean()), "energy_pos": float(e.detach().mean()),
-            "trace_term": float(hess.detach().mean()), "score_norm": float(grad.detach().flatten(1).norm(dim=1).mean())}
+    diag = {"loss": loss.detach().mean(), "energy_pos": e.detach().mean(),
+            "trace_term": hess.detach().mean(), "score_norm": grad.detach().flatten(1).norm(dim=1).mean()}
     return loss, diag
 
 
@@ -278,7 +287,7 @@ def noise_for(batch: Tensor, box: Box, params: NCEParams) -> TruncatedDiagonalGa
 
 
 def nce_loss(model: NCEEBM, x: Tensor, generator: torch.Generator, params: NCEParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """NCE (Gutmann & Hyvarinen 2010): logistic loss of G = log p_theta - log q - log nu, data vs nu noise draws."""
     nu, b = params.noise_ratio, x.shape[0]
     q = noise_for(x, model.support, params)
@@ -290,9 +299,8 @@ def nce_loss(model: NCEEBM, x: Tensor, generator: torch.Generator, params: NCEPa
     loss = -nn.functional.logsigmoid(g_data) - nn.functional.logsigmoid(-g_noise).sum(dim=0)
     e_pos, e_noise = e[:b].detach(), e[b:].detach()
     accuracy = 0.5 * ((g_data > 0).float().mean() + (g_noise < 0).float().mean())
-    diag = {"loss": float(loss.detach().mean()), "log_z": model.learned_log_z, "classifier_accuracy": float(accuracy),
-            "energy_pos": float(e_pos.mean()), "energy_neg": float(e_noise.mean()),
-            "energy_gap": float(e_noise.mean() - e_pos.mean())}
+    diag = {"loss": loss.detach().mean(), "log_z": model.log_z.detach().clone(), "classifier_accuracy": accuracy,
+            "energy_pos": e_pos.mean(), "energy_neg": e_noise.mean(), "energy_gap": e_noise.mean() - e_pos.mean()}
     return loss, diag
 
 

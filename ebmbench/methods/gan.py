@@ -170,38 +170,42 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 def critic_update(model: GAN, x_real: Tensor, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                  params: DCGANParams) -> dict[str, float]:
-    """One D step on a real batch and as many fresh G(z) (plus the gradient penalty for WGAN-GP)."""
+                  params: DCGANParams) -> dict[str, Tensor]:
+    """One D step on a real batch and as many fresh G(z) (plus the gradient penalty for WGAN-GP).
+
+    Diagnostics are 0-d float64 device tensors (no host sync; the guard reads them), float64 so that their
+    means over the D steps are the same numbers as Python floats would give.
+    """
     with torch.no_grad():
         x_fake = model.generate(model.prior(x_real.shape[0], generator))
     d_real, d_fake = model.discriminator(x_real), model.discriminator(x_fake)
     loss = D_LOSSES[model.loss](d_real, d_fake)
-    diag = {"d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
+    diag = {"d_real": d_real.detach().mean().double(), "d_fake": d_fake.detach().mean().double()}
     if model.loss == "wasserstein":
         gp = gradient_penalty(model.discriminator, interpolate(x_real, x_fake, generator))
         loss = loss + params.gp_weight * gp  # type: ignore[attr-defined]
-        diag["gp"] = float(gp.detach().mean())
+        diag["gp"] = gp.detach().mean().double()
         diag["wasserstein_estimate"] = diag["d_real"] - diag["d_fake"]
     optimizer.zero_grad(set_to_none=True)
     loss.mean().backward()
     optimizer.step()
-    return {"d_loss": float(loss.detach().mean()), **diag}
+    return {"d_loss": loss.detach().mean().double(), **diag}
 
 
 def generator_update(model: GAN, batch: int, optimizer: torch.optim.Optimizer,
-                     generator: torch.Generator) -> float:
-    """One G step on ``batch`` fresh latents, D frozen; returns the G loss."""
+                     generator: torch.Generator) -> Tensor:
+    """One G step on ``batch`` fresh latents, D frozen; returns the G loss (a 0-d device tensor)."""
     with frozen(model.discriminator):
         d_fake = model.discriminator(model.generate(model.prior(batch, generator)))
         loss = G_LOSSES[model.loss](d_fake).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach().double()
 
 
 def gan_train_step(model: GAN, next_batch: Callable[[], Tensor], optimizers: dict[str, torch.optim.Optimizer],
-                   generator: torch.Generator, params: DCGANParams) -> dict[str, float]:
+                   generator: torch.Generator, params: DCGANParams) -> dict[str, Tensor]:
     """n_critic D updates, each on a fresh batch, then one G update.
 
     Diagnostics are means over the step's D updates; "loss" is the D loss (with the penalty for WGAN-GP).

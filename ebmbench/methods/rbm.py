@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812  (the usual alias; F(v) in docstrings is the free energy)
@@ -141,6 +142,11 @@ class RBM(GenerativeModel):
         self.register_buffer("chains", torch.zeros(params.n_chains if params.persistent else 0, *support.shape))
         # Gibbs sweeps the persistent chains have run; -1 marks chains not yet started
         self.register_buffer("chain_sweeps", torch.tensor(-1, dtype=torch.long))
+        self.chains_ready = False  # chain_sweeps checked since the last load (advance_chains)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.chains_ready = False  # the loaded chains may be unstarted: check them again on next use
+        return super().load_state_dict(*args, **kwargs)
 
     @property
     def rbm(self) -> RBMNet:
@@ -192,10 +198,10 @@ def gibbs(model: RBM, n: int, generator: torch.Generator, steps: int = 1000) -> 
         for t in range(steps):
             v, _, free = model.gibbs_sweep(v, generator)
             if t % every == 0 or t == steps - 1:
-                trace.append(float(free.mean()))
+                trace.append(free.mean())  # read once, after the chain (no host sync per sweep)
                 at.append(t)
     info = {"init": "Bernoulli(1/2) noise", "nfe_unit": "one block Gibbs sweep v -> h -> v",
-            "free_energy_trace": trace, "free_energy_trace_sweeps": at}
+            "free_energy_trace": torch.stack(trace).tolist() if trace else [], "free_energy_trace_sweeps": at}
     return SamplerOutput(v, nfe=steps, info=info, temperature=1.0)
 
 
@@ -223,19 +229,20 @@ def build_rbm_pcd(dataset: Dataset, params: RBMParams) -> RBM:
     return build_rbm(dataset, params)
 
 
-def diagnostics(loss: Tensor, f_pos: Tensor, f_neg: Tensor, v: Tensor, p_recon: Tensor) -> dict[str, float]:
-    """Loss, mean free energies of data and negatives, their gap, and the one-sweep reconstruction error."""
+def diagnostics(loss: Tensor, f_pos: Tensor, f_neg: Tensor, v: Tensor, p_recon: Tensor) -> dict[str, Tensor]:
+    """Loss, mean free energies of data and negatives, their gap, and the one-sweep reconstruction error
+    (0-d device tensors: no host sync per step; the training guard reads them)."""
     return {
-        "loss": float(loss.detach().mean()),
-        "free_energy_data": float(f_pos.detach().mean()),
-        "free_energy_model": float(f_neg.detach().mean()),
-        "free_energy_gap": float(f_neg.detach().mean() - f_pos.detach().mean()),
-        "recon_error": float((v - p_recon).pow(2).mean()),  # mean squared error of p(v | h), h ~ p(h | v)
+        "loss": loss.detach().mean(),
+        "free_energy_data": f_pos.detach().mean(),
+        "free_energy_model": f_neg.detach().mean(),
+        "free_energy_gap": f_neg.detach().mean() - f_pos.detach().mean(),
+        "recon_error": (v - p_recon).pow(2).mean(),  # mean squared error of p(v | h), h ~ p(h | v)
     }
 
 
 def cd_loss(model: RBM, v: Tensor, generator: torch.Generator, params: RBMParams
-            ) -> tuple[Tensor, dict[str, float]]:
+            ) -> tuple[Tensor, dict[str, Tensor]]:
     """CD-k surrogate F(v) - F(v_k), v_k = k Gibbs sweeps from v, negatives detached (Hinton 2002)."""
     with torch.no_grad():
         v_neg, p_recon, _ = model.gibbs_sweep(v, generator)
@@ -248,9 +255,11 @@ def cd_loss(model: RBM, v: Tensor, generator: torch.Generator, params: RBMParams
 
 def advance_chains(model: RBM, generator: torch.Generator, k: int) -> Tensor:
     """Run every persistent chain k more Gibbs sweeps (started from Bernoulli(1/2) noise on first use)."""
-    if int(model.chain_sweeps) < 0:
-        model.chains.copy_(torch.bernoulli(torch.full_like(model.chains, 0.5), generator=generator))
-        model.chain_sweeps.zero_()
+    if not model.chains_ready:  # chain_sweeps is read from the device once per model (and after a load)
+        if int(model.chain_sweeps) < 0:
+            model.chains.copy_(torch.bernoulli(torch.full_like(model.chains, 0.5), generator=generator))
+            model.chain_sweeps.zero_()
+        model.chains_ready = True
     v = model.chains
     for _ in range(k):
         v, _, _ = model.gibbs_sweep(v, generator)
@@ -260,14 +269,14 @@ def advance_chains(model: RBM, generator: torch.Generator, k: int) -> Tensor:
 
 
 def pcd_loss(model: RBM, v: Tensor, generator: torch.Generator, params: RBMParams
-             ) -> tuple[Tensor, dict[str, float]]:
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     """PCD surrogate F(v_i) - mean_j F(chain_j) over all persistent chains, negatives detached (Tieleman 2008)."""
     with torch.no_grad():
         _, p_recon, _ = model.gibbs_sweep(v, generator)  # for the reconstruction diagnostic only
         v_neg = advance_chains(model, generator, params.cd_k)
     f_pos, f_neg = model.energy(v), model.energy(v_neg)
     loss = f_pos - f_neg.mean()
-    return loss, {**diagnostics(loss, f_pos, f_neg, v, p_recon), "chain_sweeps": float(model.chain_sweeps)}
+    return loss, {**diagnostics(loss, f_pos, f_neg, v, p_recon), "chain_sweeps": model.chain_sweeps.clone()}
 
 
 def rbm_eval_samplers(params: RBMParams) -> list[tuple[str, dict]]:

@@ -75,7 +75,11 @@ class NCSN(GenerativeModel):
     def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """grad_x log p_sigma(x), p_sigma = p_data * N(0, sigma^2 I); the 1/sigma output scale of NCSNv2."""
         self.noise_process.check(sigma)
-        sigma = as_sigma(sigma, x)
+        return self.level_score(x, as_sigma(sigma, x))
+
+    def level_score(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """``score`` at noise levels known to be in range (the model's own ``sigmas``), without the range check
+        (a host read of sigma's extremes): training draws every level from ``sigmas``."""
         return self.net(x, noise_label(sigma)) / per_sample(sigma, x)
 
 
@@ -102,7 +106,7 @@ def ncsn_loss(
         model.__dict__["_checked_levels"] = levels
     i = torch.randint(0, len(model.sigmas), (x0.shape[0],), generator=generator, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    loss = dsm_loss(model.score, x0, model.sigmas[i], z)
+    loss = dsm_loss(model.level_score, x0, model.sigmas[i], z)  # levels from model.sigmas: in range
     return loss, {"loss": loss.mean().detach()}  # a 0-d tensor: read on the host only when the guard syncs
 
 

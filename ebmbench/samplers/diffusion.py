@@ -53,11 +53,21 @@ def _info(model: EpsModel, scheduler: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
+def table_previous_timestep(scheduler: DDPMScheduler) -> DDPMScheduler:
+    """Look up t's predecessor in a Python table made once per chain. diffusers' ``previous_timestep`` finds it
+    with tensor comparisons read on the host, several device syncs a step; the table gives the same timesteps
+    as ints (the last one's predecessor is -1, as diffusers'), which index ``alphas_cumprod`` alike."""
+    ts = scheduler.timesteps.tolist()
+    scheduler.previous_timestep = dict(zip(ts, [*ts[1:], -1], strict=True)).__getitem__  # type: ignore[method-assign]
+    return scheduler
+
+
 @torch.no_grad()
 def ddpm_ancestral(model: EpsModel, n: int, generator: torch.Generator, steps: int = 1000) -> SamplerOutput:
     """Ancestral sampling x_{t-1} ~ p_theta(x_{t-1} | x_t) (Ho et al. 2020, Algorithm 2)."""
     scheduler = model.make_ddpm_scheduler()
     scheduler.set_timesteps(steps)
+    table_previous_timestep(scheduler)
     x, calls = _run_chain(model, scheduler, _prior(model, n, generator), generator=generator)
     return SamplerOutput(x, nfe=calls, info=_info(model, scheduler))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, Sam
 from ebmbench.samplers.compiled import GradFn, check_finite, compile_seconds, energy_and_grad, finite_probe, grad_fn
 from ebmbench.samplers.trace import emit
 
-__all__ = ["Energy", "GradFn", "ula", "energy_and_grad", "clip_per_sample", "langevin", "ChainStats"]
+__all__ = ["Energy", "GradFn", "ula", "ula_chain", "energy_and_grad", "clip_per_sample", "langevin", "ChainStats"]
 
 Energy = Callable[[Tensor], Tensor]
 
@@ -35,7 +36,7 @@ class ChainStats:
     grad_norm: float
 
 
-def ula(
+def ula_chain(
     energy: Energy,
     x: Tensor,
     *,
@@ -47,11 +48,13 @@ def ula(
     support_mode: str = "clamp",
     grad_clip: float = 0.0,
     grad: GradFn | None = None,
-) -> tuple[Tensor, ChainStats]:
-    """Unadjusted Langevin algorithm (Roberts & Tweedie 1996; as used by Du & Mordatch 2019).
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Unadjusted Langevin algorithm (Roberts & Tweedie 1996; as used by Du & Mordatch 2019), with no host sync.
 
     ``grad`` gives (E, grad E) in one call (``samplers.compiled.grad_fn``: eager or compiled); None: eager
-    autograd of ``energy``. Energies are checked for NaN/inf once, at the end (no host sync per step).
+    autograd of ``energy``. Returns the chains and 0-d device tensors: ``energy_start`` and ``energy_end`` (mean
+    E at the first and last step), ``grad_norm_sum`` (over steps) and ``probe`` (0, or NaN when an energy along
+    the chain was NaN or inf): training chains hand them to the divergence guard, which reads them when it syncs.
     """
     grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     noise_scale = (2.0 * eps * temperature) ** 0.5
@@ -67,13 +70,20 @@ def ula(
         xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = box.project(x.detach() - eps * g + noise_scale * xi, support_mode)
         emit(f"step {step + 1}", x)
-    check_finite(probe, "Langevin sampling")
-    stats = ChainStats(
-        energy_start=float(e0.mean()) if e0 is not None else float("nan"),
-        energy_end=float(e.mean()) if e is not None else float("nan"),
-        grad_norm=float(grad_norm_sum) / max(steps, 1),
-    )
+    nan = torch.full((), float("nan"), device=x.device)
+    stats = {"energy_start": e0.mean() if e0 is not None else nan, "energy_end": e.mean() if e is not None else nan,
+             "grad_norm_sum": grad_norm_sum, "probe": probe}
     return x.detach(), stats
+
+
+def ula(energy: Energy, x: Tensor, *, steps: int, **kwargs: Any) -> tuple[Tensor, ChainStats]:
+    """ULA chains (``ula_chain``) checked once at their end: a NaN or inf energy along them raises
+    FloatingPointError; the diagnostics come back as floats (one host sync per chain)."""
+    x, t = ula_chain(energy, x, steps=steps, **kwargs)
+    check_finite(t["probe"], "Langevin sampling")
+    stats = ChainStats(energy_start=float(t["energy_start"]), energy_end=float(t["energy_end"]),
+                       grad_norm=float(t["grad_norm_sum"]) / max(steps, 1))
+    return x, stats
 
 
 def langevin(
