@@ -66,8 +66,9 @@ def level_step(kernel: str, step_size: float, multiplier: float, sigma: float) -
 
 def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator, *, kernel: str, steps: int,
                       mcmc_steps: int, step_size: float, target_accept: float, adapt_rate: float,
-                      leapfrog_steps: int = 3) -> SamplerOutput:
-    """DDPM ancestral sampling over ``steps`` levels with ``mcmc_steps`` MCMC transitions before each step."""
+                      leapfrog_steps: int = 3, min_t: int = 0) -> SamplerOutput:
+    """DDPM ancestral sampling over ``steps`` levels with ``mcmc_steps`` MCMC transitions before each step at
+    every level t >= ``min_t`` (the levels below take plain ancestral steps)."""
     if mcmc_steps < 0 or steps < 1:
         raise ValueError(f"steps={steps}, mcmc_steps={mcmc_steps}: need steps >= 1 and mcmc_steps >= 0")
     if not step_size > 0 or not 0 < target_accept < 1:
@@ -79,7 +80,7 @@ def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator
     for t in scheduler.timesteps.tolist():
         t_batch = torch.full((n,), t, dtype=torch.long, device=x.device)
         sigma = float(model.sigma_t(t_batch[:1]))
-        if mcmc_steps:
+        if mcmc_steps and t >= min_t:
             h = level_step(kernel, step_size, math.exp(log_m), sigma)
             x, calls, acc = mcmc_at_level(model, x, t, kernel, mcmc_steps, h, generator, leapfrog_steps)
             nfe += calls
@@ -92,7 +93,7 @@ def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator
             x = scheduler.step(model.eps(x, t_batch), t, x, generator=generator).prev_sample
         nfe += 1
     emit("x_0", x)
-    info: dict[str, Any] = {"kernel": kernel, "timesteps": steps, "mcmc_steps": mcmc_steps,
+    info: dict[str, Any] = {"kernel": kernel, "timesteps": steps, "mcmc_steps": mcmc_steps, "min_t": min_t,
                             "step_sizes": sizes, "scheduler_config": model.scheduler_config()}
     if accepts:
         info.update(acceptance=sum(accepts) / len(accepts), acceptance_by_level=accepts,
@@ -101,26 +102,27 @@ def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator
 
 
 def ddpm_ula(model: TimeEnergyModel, n: int, generator: torch.Generator, steps: int = 100, mcmc_steps: int = 2,
-             step_size: float = 0.05) -> SamplerOutput:
+             step_size: float = 0.05, min_t: int = 0) -> SamplerOutput:
     """Reverse diffusion with K unadjusted Langevin steps per level (Du et al. 2023, ULA corrector)."""
     return corrected_reverse(model, n, generator, kernel="ula", steps=steps, mcmc_steps=mcmc_steps,
-                             step_size=step_size, target_accept=0.5, adapt_rate=0.0)
+                             step_size=step_size, target_accept=0.5, adapt_rate=0.0, min_t=min_t)
 
 
 def ddpm_mala(model: TimeEnergyModel, n: int, generator: torch.Generator, steps: int = 100, mcmc_steps: int = 2,
-              step_size: float = 0.1, target_accept: float = 0.57, adapt_rate: float = 1.0) -> SamplerOutput:
+              step_size: float = 0.1, target_accept: float = 0.57, adapt_rate: float = 1.0,
+              min_t: int = 0) -> SamplerOutput:
     """Reverse diffusion with K MALA steps per level, step adapted between levels (Du et al. 2023)."""
     return corrected_reverse(model, n, generator, kernel="mala", steps=steps, mcmc_steps=mcmc_steps,
-                             step_size=step_size, target_accept=target_accept, adapt_rate=adapt_rate)
+                             step_size=step_size, target_accept=target_accept, adapt_rate=adapt_rate, min_t=min_t)
 
 
 def ddpm_hmc(model: TimeEnergyModel, n: int, generator: torch.Generator, steps: int = 100, mcmc_steps: int = 1,
              leapfrog_steps: int = 3, step_size: float = 0.3, target_accept: float = 0.65,
-             adapt_rate: float = 1.0) -> SamplerOutput:
+             adapt_rate: float = 1.0, min_t: int = 0) -> SamplerOutput:
     """Reverse diffusion with K HMC iterations of L leapfrog steps per level, step adapted between levels."""
     return corrected_reverse(model, n, generator, kernel="hmc", steps=steps, mcmc_steps=mcmc_steps,
                              step_size=step_size, target_accept=target_accept, adapt_rate=adapt_rate,
-                             leapfrog_steps=leapfrog_steps)
+                             leapfrog_steps=leapfrog_steps, min_t=min_t)
 
 
 _CITE = "Du et al. 2023, Reduce, Reuse, Recycle: reverse diffusion with {} per noise level"
