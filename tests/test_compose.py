@@ -135,7 +135,8 @@ def tiny_suite(tmp_path_factory):
         "runs:\n  - datasets: [eight_gaussians, diagonal_blobs]\n    methods: [energy_ddpm]\n"
         "compositions:\n  - operations: [product]\n    pairs: [[eight_gaussians, diagonal_blobs]]\n"
         "    methods: [energy_ddpm]\n    n_samples: 200\n"
-        "    samplers: {energy_ddpm: {ddpm: {steps: 10}, ddpm_mala: {steps: 10, mcmc_steps: 1}, langevin: {steps: 5}}}\n")
+        "    samplers: {energy_ddpm: {ddpm: {steps: 10}, ddpm_mala: {steps: 10, mcmc_steps: 1},"
+        " langevin: {steps: 5}}}\n")
     name, runs = load_suite(str(suite), str(root))
     summary = run_suite(runs, name, progress=False)
     return root, runs, summary
@@ -148,11 +149,12 @@ def test_compositions_run_after_their_components_from_their_checkpoints(tiny_sui
     assert set(summary.statuses.values()) == {"ok"}, summary.statuses
     frame = compose.load_compositions(root / "tiny")
     ok = frame[frame.metric_status == "ok"]
-    assert set(ok.sampler) == {"ddpm", "ddpm_mala", "langevin"} and set(ok.dataset) == {"eight_gaussians*diagonal_blobs"}
+    assert set(ok.sampler) == {"ddpm", "ddpm_mala", "langevin"}
+    assert set(ok.dataset) == {"eight_gaussians*diagonal_blobs"}
     kl = ok[ok.metric == "reverse_kl"]
     assert kl.value.notna().all() and (kl.nfe > 0).all()
     assert (kl.component_net_calls == 2 * kl.nfe).all()  # one composed evaluation = two network evaluations
-    # the energy at t = 0 makes the EBM samplers applicable too; a sampler it cannot run would be a reasoned row
+    # the energy at t = 0 makes the EBM samplers applicable to the composed energy_ddpm too
     assert frame[frame.sampler == "langevin"].metric_status.eq("ok").all()
     saved = json.loads((comp.run_dir / "config.json").read_text())
     assert saved["component_hashes"] == ",".join(r.cfg.config_hash for r in runs[:2])
