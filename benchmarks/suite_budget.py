@@ -59,15 +59,8 @@ def floor_per_step(table: dict, params: dict, n: int) -> float:
 
 
 def train_per_step(table: dict, params: dict, n: int, out: Path) -> float:
-    run, training = table["ebmbench.run"], table["ebmbench.training"]
-    r = run.start({**params, "train_steps": n, "curve_points": 0, "checkpoint_every": 10**9})
-    for f in r.run_dir.glob("*"):
-        f.unlink()
-    t0 = time.process_time()
-    result, _ = training.train(r.model, r.spec, r.cfg, r.dataset.train, r.run_dir, progress=False)
-    seconds = time.process_time() - t0
-    assert result.status == "ok", result
-    return seconds / n
+    run_params = {**params, "train_steps": n, "curve_points": 0, "checkpoint_every": 10**9}
+    return train_bench.train_seconds(table, run_params, out, clock=time.process_time) / n
 
 
 def main() -> None:
