@@ -22,10 +22,12 @@ def _palette(methods: list[str]) -> dict[str, tuple]:
 
 
 def _ecdf(ax, values: np.ndarray, **kw) -> None:
+    """The empirical CDF of ``values`` over all of them (non-finite ones never reached), a marker per trial."""
     v = np.sort(values[np.isfinite(values)])
     if len(v):
-        ax.step(np.r_[v, v[-1]], np.r_[np.arange(1, len(v) + 1) / len(values), len(v) / len(values)],
-                where="post", **kw)
+        y = np.arange(1, len(v) + 1) / len(values)
+        ax.step(np.r_[v[0], v], np.r_[0.0, y], where="post", **kw)
+        ax.plot(v, y, "o", ms=3, color=kw.get("color"))
 
 
 def quality_ecdf(trials: pd.DataFrame) -> plt.Figure | None:
@@ -51,7 +53,9 @@ def quality_ecdf(trials: pd.DataFrame) -> plt.Figure | None:
         ax.set_xlabel(f"{title} (nats; dotted: median untrained)")
         ax.set_title(title)
     axes[0].set_ylabel("fraction of trials at or below")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes[0].set_ylim(-0.02, 1.02)
+    handles = [plt.Line2D([], [], color=colours[m], label=m) for m in methods]
+    axes[1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
