@@ -229,3 +229,14 @@ def test_budget_curve_counts_diverged_trials_as_wasted():
 
 def test_methods_registry_has_every_studied_method():
     assert set(STUDIED) <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("suite, runs_per_k1", [("study-2d", 11 * 3), ("study-2d-full", 2 * 3 * 11 * 3),
+                                                ("study-digits", 2 * 11 * 3)])
+def test_the_committed_study_suites_load(tmp_path, suite, runs_per_k1):
+    """Every committed study validates and expands (at K = 1: the FLOP counts are the slow part)."""
+    name, runs = load_suite(suite, str(tmp_path), trials=1)
+    assert name == suite and len(runs) == runs_per_k1
+    budgets = {r.trial["train_flops_budget"] for r in runs if r.trial["role"] != "untrained"}
+    assert len(budgets) == 1
+    assert all(r.trial["train_steps"] == r.cfg.train_steps for r in runs)
