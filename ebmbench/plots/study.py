@@ -18,7 +18,7 @@ def _method_order(trials: pd.DataFrame) -> list[str]:
 
 
 def _palette(methods: list[str]) -> dict[str, tuple]:
-    return dict(zip(methods, sns.color_palette("tab20", len(methods))))
+    return dict(zip(methods, sns.color_palette("husl", len(methods))))
 
 
 def _ecdf(ax, values: np.ndarray, **kw) -> None:
@@ -60,9 +60,10 @@ def quality_ecdf(trials: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def budget_plot(curves: pd.DataFrame) -> plt.Figure | None:
+def budget_plot(curves: pd.DataFrame, trials: pd.DataFrame | None = None) -> plt.Figure | None:
     """Expected best reverse KL against the number of trials k (exact, by order statistics), with the
-    bootstrap's 95 % band; one line per method (Lucic et al. 2018, Fig. 4)."""
+    bootstrap's 95 % band; one line per method (Lucic et al. 2018, Fig. 4). With ``trials``, each method's
+    default setting is marked at k = 0."""
     if curves.empty:
         return None
     methods = sorted(curves.method.unique())
@@ -74,6 +75,11 @@ def budget_plot(curves: pd.DataFrame) -> plt.Figure | None:
         ax.plot(g.k[finite], g.expected_best[finite], "o-", ms=3, label=m, color=colours[m])
         band = np.isfinite(g.high)
         ax.fill_between(g.k[band], g.low[band], g.high[band], color=colours[m], alpha=0.12)
+        default = trials[(trials.method == m) & (trials.role == "default")].quality if trials is not None else []
+        if len(default) and np.isfinite(default.astype(float)).any():
+            ax.plot([0], [float(default.astype(float).mean())], "x", color=colours[m], ms=7)
+    if trials is not None:
+        ax.set_xticks(range(0, int(curves.k.max()) + 1), ["default", *range(1, int(curves.k.max()) + 1)])
     ax.set_yscale("log")
     ax.set_xlabel("trials k (hyperparameter draws, equal training FLOPs each)")
     ax.set_ylabel("expected best reverse KL (nats)")
