@@ -516,10 +516,10 @@ def best_runs(trials: pd.DataFrame, family: str = "ebm") -> pd.DataFrame:
 def sampler_sweep(suite_dir: Path | str, trials: pd.DataFrame, n: int = 500, seed: int = 0,
                   budgets: list[tuple[str, dict[str, Any]]] | None = None) -> pd.DataFrame:
     """Reverse KL of the best trained EBM of each method under each sampler budget, with the gradient
-    evaluations per sample the samplers were counted to spend (``metrics/cost.py``)."""
+    evaluations per sample the samplers were counted to spend (the model's ``CountingNet``; no FLOP count, which
+    would replay every chain under a FLOP counter)."""
     import torch
 
-    from ebmbench.metrics.cost import sample_with_cost
     from ebmbench.metrics.registry import SAMPLE_METRICS
 
     kl = SAMPLE_METRICS.get(QUALITY)
@@ -530,7 +530,7 @@ def sampler_sweep(suite_dir: Path | str, trials: pd.DataFrame, n: int = 500, see
             budget = {k: v for k, v in labelled.items() if not (sampler == "hmc" and k == "eps")}
             generator = torch.Generator().manual_seed(seed)
             try:
-                samples = sample_with_cost(model, n, sampler=sampler, budget=budget, generator=generator)
+                samples = model.sample(n, generator=generator, sampler=sampler, **budget)
                 value, stderr, _ = kl(samples.x.detach().float().cpu(), dataset)
                 status = "ok"
             except (FloatingPointError, ValueError, RuntimeError) as err:
