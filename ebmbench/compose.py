@@ -759,3 +759,40 @@ def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows that are not ok, with their reasons (a sampler the composed model cannot run, a failed run)."""
     bad = frame[frame.metric_status != "ok"]
     return bad[["dataset", "method", "sampler", "seed", "metric", "metric_status", "reason"]].drop_duplicates()
+
+
+LIKELIHOODS = {  # metric -> (what it estimates, how its cost is counted in its meta)
+    "nll_heldout": "exact: quadrature of exp(-E(x, 0)) on the box",
+    "nll_ais_diffusion_forward": "lower bound: AIS along the noise levels from N(0, I)",
+    "nll_ais_diffusion_reverse": "upper bound: reverse AIS along the noise levels from a grid draw",
+    "nll_pf_ode": "the probability-flow ODE's density at t_min (a different density unless the scores are exact)",
+}
+
+
+def _likelihood_cost(metric: str, meta: dict[str, Any]) -> float | None:
+    """Network evaluations the estimator spent for the whole test set."""
+    if metric == "nll_heldout":
+        return None if meta.get("grid") is None else float(meta["grid"] ** 2 + (meta["grid"] // 2) ** 2)
+    if metric.startswith("nll_ais_diffusion"):
+        p = meta.get("ais_params") or {}
+        return float(meta.get("nfe_per_chain", 0)) * p.get("runs", 0) * p.get("chains", 0) or None
+    return meta.get("net_calls_total")
+
+
+def likelihood_agreement(runs: pd.DataFrame) -> pd.DataFrame:
+    """energy_ddpm's test NLL by quadrature, AIS both ways and the PF-ODE, per dataset: mean [95 % interval] over
+    seeds, each estimator's difference to quadrature, and its counted cost (network evaluations) and wall clock."""
+    rows = runs[(runs.method == "energy_ddpm") & runs.metric.isin(list(LIKELIHOODS)) & (runs.metric_status == "ok")]
+    out = []
+    for (dataset, metric), g in rows.groupby(["dataset", "metric"]):
+        exact = runs[(runs.dataset == dataset) & (runs.method == "energy_ddpm") & (runs.metric == "nll_heldout")
+                     & (runs.metric_status == "ok")].set_index("seed").value
+        diff = (g.set_index("seed").value - exact).dropna()
+        mean, low, high = interval(g.value)
+        d_mean, d_low, d_high = interval(diff) if len(diff) else (math.nan, math.nan, math.nan)
+        cost = [_likelihood_cost(metric, m or {}) for m in g.meta]
+        out.append({"dataset": dataset, "metric": metric, "what": LIKELIHOODS[metric], "nll": mean, "low": low,
+                    "high": high, "minus_quadrature": d_mean, "diff_low": d_low, "diff_high": d_high,
+                    "seeds": len(g), "net_evals": pd.Series(cost, dtype="float64").mean(),
+                    "eval_s": pd.Series([(m or {}).get("eval_s") for m in g.meta], dtype="float64").mean()})
+    return pd.DataFrame(out)

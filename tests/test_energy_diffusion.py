@@ -118,6 +118,17 @@ def test_counted_nfe_match_the_samplers_claim(sampler: str, budget: dict, nfe: i
     assert out.cost.nfe == nfe and out.cost.grad_evals == nfe and out.x.shape == (10, 2)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm_mala"])
+def test_flops_are_counted_through_the_energys_gradient(sampler: str) -> None:
+    """A run counts FLOPs under torch's FlopCounterMode, which refuses autograd.grad on a leaf input."""
+    from ebmbench.metrics.cost import flops_per_sample
+
+    torch.manual_seed(0)
+    x = gaussian_data(64, seed=0)
+    model = build_energy_ddpm(Dataset("gauss", x, x, x, GAUSS_BOX, "continuous"), EnergyDDPMParams(**SMALL))
+    assert flops_per_sample(model, sampler, {"steps": 3}) > 0
+
+
 def moments_close(x: Tensor, m: Tensor, c: Tensor, k: float = 4.0, bias: float = 0.0) -> None:
     """Sample mean and covariance within k standard errors (+ bias) of (m, c) (Gaussian formulas)."""
     x = x.double()

@@ -92,7 +92,8 @@ class EnergyDDPM(DDPM):
         """eps = sigma_t grad_x E(x_t, t); differentiable in x and theta when grad mode is on (training, PF-ODE)."""
         keep_graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            x_in = x_t if x_t.requires_grad else x_t.detach().requires_grad_(True)
+            # a view, not the leaf: torch's FlopCounterMode (metrics/cost.py) raises inside autograd.grad on leaves
+            x_in = x_t if x_t.requires_grad else x_t.detach().requires_grad_(True).view_as(x_t)
             e = self.energy_t(x_in, t)
             (g,) = torch.autograd.grad(e.sum(), x_in, create_graph=keep_graph)
         scale = self.sigma_t(t).to(g.dtype).view(-1, *([1] * (g.dim() - 1)))

@@ -636,13 +636,20 @@ def configure(cfg: Any) -> dict[str, Any]:
                                 reverse=not cfg.skipped("nll_ais_reverse")), **likelihood.points_kwargs(cfg)}
 
 
+def configure_diffusion(cfg: Any) -> dict[str, Any]:
+    """As ``configure``, the reverse run decided by its own row (nll_ais_diffusion_reverse)."""
+    out = configure(cfg)
+    out["params"].reverse = not cfg.skipped("nll_ais_diffusion_reverse")
+    return out
+
+
 register(
     Metric("nll_ais_diffusion_forward", "model", partial(diffusion_nll_row, direction="forward"),
            "Neal 2001 AIS along the noise levels of an energy-parameterized diffusion model (Du et al. 2023)",
-           configure, requires="time_energy"),
+           configure_diffusion, requires="time_energy"),
     Metric("nll_ais_diffusion_reverse", "model", partial(diffusion_nll_row, direction="reverse"),
            "Grosse et al. 2015 BDMC along the noise levels of an energy-parameterized diffusion model",
-           configure, requires="time_energy"),
+           configure_diffusion, requires="time_energy"),
     Metric("nll_ais_forward", "model", partial(nll_row, direction="forward"),
            "Neal 2001, annealed importance sampling", configure, requires="energy | gibbs"),
     Metric("nll_ais_reverse", "model", partial(nll_row, direction="reverse"),
