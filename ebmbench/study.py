@@ -605,11 +605,13 @@ def finding_lucic(trials: pd.DataFrame) -> dict[str, Any]:
     default = trials[(trials.role == "default") & trials.outcome.isin(["ok", "worse_than_untrained"])]
     default = default.groupby("method").quality.mean()
     common = best.index.intersection(default.index)
-    if len(common) < 2:
-        return {"finding": name, "holds": NOT_ENOUGH, "methods": len(common)}
+    per_method = trials[trials.role == "trial"].groupby("method").size()
+    if len(common) < 2 or per_method.min() < 2:  # a best of one trial is no search
+        return {"finding": name, "holds": NOT_ENOUGH, "methods": len(common),
+                "trials_per_method": int(per_method.min())}
     s_best, s_default = spread(best[common]), spread(default[common])
-    return {"finding": name, "methods": len(common), "trials_per_method": int(trials[trials.role == "trial"]
-            .groupby("method").size().min()), "spread_best_log10": s_best, "spread_default_log10": s_default,
+    return {"finding": name, "methods": len(common), "trials_per_method": int(per_method.min()),
+            "spread_best_log10": s_best, "spread_default_log10": s_default,
             "holds": bool(s_best < s_default)}
 
 

@@ -240,3 +240,50 @@ def test_the_committed_study_suites_load(tmp_path, suite, runs_per_k1):
     budgets = {r.trial["train_flops_budget"] for r in runs if r.trial["role"] != "untrained"}
     assert len(budgets) == 1
     assert all(r.trial["train_steps"] == r.cfg.train_steps for r in runs)
+
+
+def _finding_fixture() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two trials each of PCD (none diverges), short-run (one diverges, both degrade at 10K) and DDPM."""
+    def run(method, role, k, quality, status="ok", reason="", steps=100):
+        return {"run_id": f"{method}-{role}-{k}", "dataset": "d", "method": method, "family": "ebm", "role": role,
+                "trial": k, "planned_steps": 100, "steps_done": steps, "run_status": status, "reason": reason,
+                "quality": quality, "metric": "reverse_kl"}
+    runs = [run("pcd_ebm", "trial", 0, 0.2), run("pcd_ebm", "trial", 1, 0.3), run("pcd_ebm", "default", 0, 1.0),
+            run("pcd_ebm", "untrained", 0, 10.0),
+            run("short_run_ebm", "trial", 0, 0.25), run("short_run_ebm", "trial", 1, float("nan"), "diverged",
+                                                         "non-finite loss (nan)", 40),
+            run("short_run_ebm", "default", 0, 0.5), run("short_run_ebm", "untrained", 0, 10.0),
+            run("ddpm", "trial", 0, 0.1), run("ddpm", "trial", 1, 0.15), run("ddpm", "default", 0, 0.05),
+            run("ddpm", "untrained", 0, 1e5)]
+    trials = study.classify(pd.DataFrame(runs))
+    rows = [{"run_id": f"short_run_ebm-{role}-0", "metric": "reverse_kl", "metric_status": "ok", "sampler": s,
+             "nfe": n, "value": v} for role, s, n, v in (("trial", "langevin@20", 20, 0.25),
+                                                          ("trial", "langevin@200", 200, 0.9),
+                                                          ("default", "langevin@20", 20, 0.5),
+                                                          ("default", "langevin@200", 200, 0.4))]
+    return trials, pd.DataFrame(rows)
+
+
+def test_the_findings_are_evaluated_from_rows():
+    trials, frame = _finding_fixture()
+    long = study.finding_long_run(trials, frame)
+    assert long["n"] == 2 and long["fraction_degrading"] == 0.5 and long["holds"] is False  # half is not most
+    pcd = study.finding_pcd_diverges_less(trials)
+    assert (pcd["pcd_rate"], pcd["short_run_rate"], pcd["holds"], pcd["clear"]) == (0.0, 0.5, True, False)
+    assert pcd["short_run_interval"] == study.wilson(1, 2)
+    lucic = study.finding_lucic(trials)
+    best = np.log10([0.2, 0.25, 0.1])  # short-run's diverged trial is not its best
+    default = np.log10([1.0, 0.5, 0.05])
+    assert lucic["spread_best_log10"] == pytest.approx(best.max() - best.min())
+    assert lucic["spread_default_log10"] == pytest.approx(default.max() - default.min()) and lucic["holds"] is True
+    assert len(study.findings(trials, frame)) == 3
+
+
+def test_findings_without_a_study_say_not_enough_rows(tmp_path):
+    from ebmbench.reproduce import study_findings
+
+    f = study_findings(tmp_path, pd.DataFrame())
+    assert list(f.holds) == [study.NOT_ENOUGH] * 3
+    one = _finding_fixture()[0]
+    one = one[(one.role != "trial") | (one.trial == 0)]
+    assert study.finding_lucic(one)["holds"] == study.NOT_ENOUGH  # a best of one trial is no search

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 FAMILY_ORDER = ("ebm", "score", "diffusion", "gan", "flow")
 
@@ -184,6 +185,10 @@ def sweep_plot(sweep: pd.DataFrame) -> plt.Figure | None:
                     label=f"{sampler} eps={eps:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks = sorted(ok.grad_evals.round().unique())
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("gradient evaluations / sample")
     axes[0][0].set_ylabel("reverse KL (nats)")
