@@ -62,6 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {"device": args.device} if args.device else {}
     name, runs = load_suite(args.suite, args.results_dir, overrides, trials=args.trials)
+    if args.trials and not any(r.trial for r in runs):
+        print(f"error: --trials sets the K of a study entry (study: {{trials: K}}); suite {name!r} has none",
+              file=sys.stderr)
+        return 2
     every = [r.cfg.run_id for r in runs]  # the suite's manifest lists all its runs, also when a slice runs
     for field, wanted in (("method", args.methods), ("dataset", args.datasets)):
         if wanted:

@@ -287,3 +287,10 @@ def test_findings_without_a_study_say_not_enough_rows(tmp_path):
     one = _finding_fixture()[0]
     one = one[(one.role != "trial") | (one.trial == 0)]
     assert study.finding_lucic(one)["holds"] == study.NOT_ENOUGH  # a best of one trial is no search
+
+
+def test_trials_on_a_suite_without_a_study_is_refused(capsys):
+    from ebmbench.cli import main
+
+    assert main(["run", "smoke", "--trials", "2", "--dry-run"]) == 2
+    assert "--trials sets the K of a study entry" in capsys.readouterr().err
