@@ -317,7 +317,7 @@ def trial_table(suite_dir: Path | str, frame: pd.DataFrame | None = None) -> pd.
                     "train_wall_s": first.train_wall_s, "run_status": first.run_status, "reason": reason,
                     "metric": rec.get("metric", QUALITY), "quality": primary_value(rows, rec.get("metric", QUALITY)),
                     "forward_kl": primary_value(rows, FORWARD),
-                    **{f"p.{k}": v for k, v in (rec.get("drawn") or {}).items()}})
+                    "space": rec.get("space") or {}, **{f"p.{k}": v for k, v in (rec.get("drawn") or {}).items()}})
     return classify(pd.DataFrame(out))
 
 
@@ -456,6 +456,11 @@ def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
     long = tried.melt(id_vars=["dataset", "method", "quality", "outcome"], value_vars=cols, var_name="parameter",
                       value_name="value").dropna(subset=["value"])
     long["parameter"] = long.parameter.str.removeprefix("p.")
+    space = {m: sp for m, sp in zip(tried.method, tried.space)} if "space" in tried else {}
+    dims = [space.get(m, {}).get(p, [None]) for m, p in zip(long.method, long.parameter)]
+    long["scale"] = [d[0] for d in dims]  # as declared (or widened by the suite entry): log, linear, int, ...
+    long["low"] = [d[1] if len(d) == 3 and d[0] != "choice" else None for d in dims]
+    long["high"] = [d[2] if len(d) == 3 and d[0] != "choice" else None for d in dims]
     return long
 
 

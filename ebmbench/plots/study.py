@@ -153,14 +153,18 @@ def sensitivity_plot(long: pd.DataFrame, method: str) -> plt.Figure | None:
             ax.scatter(bad.value.astype(float) if numeric else bad.value.astype(str), [top] * len(bad), marker="x",
                        color="tab:red", s=16)
         if numeric:
-            log_x = bool((good.value.astype(float) > 0).all() and good.value.astype(float).max()
-                         / max(good.value.astype(float).min(), 1e-300) > 20)
+            scale = h.scale.iloc[0] if "scale" in h else None
+            log_x = scale in ("log", "int_log")
             if log_x:
                 ax.set_xscale("log")
+            if "low" in h and h.low.notna().any():  # the whole searched range, so a reader sees where draws fell
+                ax.set_xlim(float(h.low.iloc[0]) * (0.9 if log_x else 1), float(h.high.iloc[0]) * (1.1 if log_x else 1))
             if len(good) >= 4:
                 sx, sy = _smooth(good.value.astype(float).to_numpy(), good.quality.to_numpy(float), log_x)
                 ax.plot(sx, sy, color="k", lw=1)
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow log range labels its minor ticks on top of each other
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(p, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel(f"{method}\nreverse KL", fontsize=8)
