@@ -313,6 +313,19 @@ repro = nb([  # notebooks/reproduce.ipynb
         "together than their default settings (Lucic et al. 2018)."
     ),
     new_code_cell("reproduce.study_findings(suite_dir, frame)"),
+    new_markdown_cell(
+        "## Composition with corrected sampling (Du et al. 2023; `suites/compose.yaml`, compose.html)\n"
+        "\n"
+        "Metropolis-corrected sampling of composed energy-parameterized diffusion models against plain reverse "
+        "diffusion on summed scores, per exact product target: the reverse-KL difference paired by seed with its "
+        "95 % interval, the verdict and the cost multiple (empty when this suite has no compositions)."
+    ),
+    new_code_cell(
+        "from ebmbench.compose import load_compositions\n"
+        "\n"
+        "compositions = load_compositions(suite_dir)\n"
+        "reproduce.composition_finding(compositions) if len(compositions) else print(\"no compositions in this suite\")"
+    ),
 ])
 
 lik = nb([  # notebooks/likelihood.ipynb
