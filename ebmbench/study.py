@@ -623,6 +623,17 @@ def finding_lucic(trials: pd.DataFrame) -> dict[str, Any]:
             "holds": bool(s_best < s_default)}
 
 
+def _spelled(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_spelled(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def findings(trials: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """The study's three findings, each with its measured numbers and whether it holds (or not enough rows)."""
-    return pd.DataFrame([finding_long_run(trials, frame), finding_pcd_diverges_less(trials), finding_lucic(trials)])
+    """The study's three findings: whether each holds (or not enough rows), and its measured numbers, one line."""
+    rows = [finding_long_run(trials, frame), finding_pcd_diverges_less(trials), finding_lucic(trials)]
+    return pd.DataFrame([{"finding": r["finding"], "holds": r["holds"],
+                          "measured": "; ".join(f"{k} = {_spelled(v)}" for k, v in r.items()
+                                                if k not in ("finding", "holds"))} for r in rows])
