@@ -170,37 +170,15 @@ def space_for(method: str, study: dict[str, Any]) -> dict[str, tuple] | None:
 _FLOPS_CACHE: dict[str, float] = {}
 
 
-def counted_flops(fn: Any) -> int:
-    """Matmul/conv FLOPs of ``fn()`` by torch's FLOP formulas (``torch.utils.flop_counter.flop_registry``), counted
-    in a dispatch mode without ``FlopCounterMode``'s module hooks, which break ``autograd.grad`` with
-    ``create_graph`` (score matching, the gradient penalty): the same formulas, so the same count elsewhere."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
-    class Count(TorchDispatchMode):
-        total = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                Count.total += formula(*args, **kwargs, out_val=out)
-            return out
-
-    with Count():
-        fn()
-    return Count.total
-
-
 def step_flops_of(params: dict[str, Any]) -> float:
     """Counted matmul/conv FLOPs of one training step of the run ``params`` describe: built as the run builds it,
-    one step on the CPU, one thread, from the run's seed (``counted_flops``)."""
+    one step on the CPU, one thread, from the run's seed (``metrics.cost.count_flops``, as the run's own row)."""
     import torch
 
     from ebmbench import config as config_mod
     from ebmbench.builtins import METHODS, load_dataset
     from ebmbench.methods.base import training_step
+    from ebmbench.metrics.cost import count_flops
 
     cfg = config_mod.resolve({**params, "train_steps": 1, "device": "cpu"})
     key = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("suite", "results_dir")}, sort_keys=True)
@@ -218,7 +196,7 @@ def step_flops_of(params: dict[str, Any]) -> float:
             def batch() -> torch.Tensor:
                 return dataset.train[torch.randint(len(dataset.train), (cfg.batch_size,), generator=generator)]
 
-            flops = counted_flops(lambda: step_fn(model, batch, optimizers, generator, cfg.method_params))
+            flops = count_flops(lambda: step_fn(model, batch, optimizers, generator, cfg.method_params))
         finally:
             torch.set_num_threads(threads)
             torch.set_rng_state(rng)

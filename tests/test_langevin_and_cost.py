@@ -93,3 +93,59 @@ def test_nan_energy_is_a_clear_error(gaussian_ebm):
         model.net.net.mu.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite energy"):
         model.sample(4, generator=torch.Generator(), sampler="langevin", steps=2)
+
+
+def _step_flops_of(method: str, tmp_path) -> tuple[float | None, float]:
+    """(training.step_flops of one step, FlopCounterMode's count of the same step or NaN where it raises)."""
+    import copy
+
+    from ebmbench import run as run_mod
+    from ebmbench.methods.base import training_step
+    from ebmbench.training import step_flops
+
+    r = run_mod.start({"dataset": "eight_gaussians", "method": method, "seed": 0, "train_steps": 1, "batch_size": 32,
+                       "results_dir": str(tmp_path)})
+    step_fn, make_optimizers = training_step(r.spec, r.cfg.grad_clip)
+    ours = step_flops(step_fn, r.model, make_optimizers, r.cfg, r.dataset.train)
+    twin, g = copy.deepcopy(r.model), torch.Generator().manual_seed(r.cfg.seed)
+    optimizers = make_optimizers(twin, r.cfg.lr, (r.cfg.adam_beta1, r.cfg.adam_beta2))
+    try:
+        with FlopCounterMode(display=False) as fc:
+            step_fn(twin, lambda: r.dataset.train[torch.randint(len(r.dataset.train), (32,), generator=g)],
+                    optimizers, g, r.cfg.method_params)
+        return ours, float(fc.get_total_flops())
+    except RuntimeError:  # its module hooks break autograd.grad(create_graph=True)
+        return ours, float("nan")
+
+
+@pytest.mark.parametrize("method", ["pcd_ebm", "ddpm", "sngan", "realnvp"])
+def test_training_step_flops_equal_torch_flop_counter(method, tmp_path):
+    ours, theirs = _step_flops_of(method, tmp_path)
+    assert ours == theirs and ours > 0
+
+
+@pytest.mark.parametrize("method", ["dsm_ebm", "ssm_ebm", "wgan_gp"])
+def test_training_steps_that_differentiate_a_gradient_are_counted(method, tmp_path):
+    ours, theirs = _step_flops_of(method, tmp_path)
+    assert math.isnan(theirs)  # torch's FlopCounterMode cannot count these steps (why FlopCount exists)
+    assert ours is not None and ours > 0
+
+
+def test_flop_count_equals_torch_counter_on_a_double_backward_without_modules():
+    """DSM's pattern (E, its input gradient with create_graph, the backward of both) on a plain graph, where
+    FlopCounterMode works (no module hooks): both count the same."""
+    from ebmbench.metrics.cost import count_flops
+
+    torch.manual_seed(0)
+    w1, w2 = torch.randn(8, 2, requires_grad=True), torch.randn(1, 8, requires_grad=True)
+    x = torch.randn(16, 2, requires_grad=True)
+
+    def step() -> None:
+        e = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(x, w1)), w2)
+        (g,) = torch.autograd.grad(e.sum(), x, create_graph=True)
+        g.pow(2).sum().backward()
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    forward = 2 * 16 * (2 * 8 + 8 * 1)
+    assert count_flops(step) == fc.get_total_flops() > 3 * forward  # forward, gradient, and the backward of both

@@ -8,12 +8,39 @@ elementwise ops) and a wall clock measured after a warm-up draw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ebmbench.protocol import GenerativeModel, Samples
+
+
+class FlopCount(TorchDispatchMode):
+    """Matmul/conv FLOPs by torch's own formulas (``flop_counter.flop_registry``, what FlopCounterMode sums),
+    counted in a plain dispatch mode. FlopCounterMode's module hooks break ``autograd.grad(create_graph=True)``
+    (score matching, the gradient penalty), so training steps that differentiate a gradient are counted here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Counted matmul/conv FLOPs of ``fn()`` (``FlopCount``)."""
+    with FlopCount() as counter:
+        fn()
+    return counter.total
 
 
 def flops_per_sample(
