@@ -11,6 +11,11 @@ A headline metric must put every sequence in order (tests/test_ladder.py). On ea
 On digits (images in [-1, 1]): ``noised``, training images plus N(0, sigma^2) pixel noise, and ``classes_kept``,
 training images resampled from the first k classes only. The first rung of every sequence is (up to the
 mixture's mass outside the box, below 1e-6) an exact sample; quality falls along each sequence.
+
+Every 2D rung lies on the density's box (points drawn outside are drawn again): a sample set with mass off the
+support has an infinite reverse KL, so its order against the uniform rung would not be known. On diagonal_blobs
+(std 0.3, modes about 1.6 from the edge of the box), the 4x smear put 20 % of its points
+outside [-3, 3]^2; restricted to the box its reverse KL by quadrature is 4.57 nats against the uniform's 5.63.
 """
 
 from __future__ import annotations
@@ -83,17 +88,30 @@ def smeared(density: ToyDensity, n: int, generator: torch.Generator, sigma: floa
     return (x + sigma * torch.randn(n, 2, generator=generator, dtype=torch.float64)).to(torch.float32)
 
 
+def on_box(density: ToyDensity, draw: Draw) -> Draw:
+    """``draw`` restricted to the density's box: points outside are replaced by further draws (rejection)."""
+    low, high = density.box.low, density.box.high
+
+    def restricted(n: int, generator: torch.Generator) -> Tensor:
+        kept: list[Tensor] = []
+        while sum(len(k) for k in kept) < n:
+            x = draw(n, generator)
+            kept.append(x[((x >= low) & (x <= high)).all(dim=1)])
+        return torch.cat(kept)[:n]
+    return restricted
+
+
 def ladders_2d(density: ToyDensity) -> dict[str, list[Rung]]:
     """The three 2D sequences of ``density``, best rung first (the uniform box closes widened and smeared)."""
     uniform = Rung("uniform", lambda n, g: uniform_box(density, n, g))
     ell = density.finest_scale
     return {
-        "widened": [Rung(f"{s:g}x", lambda n, g, s=s: draw_mixture(density, n, g, scale=s)) for s in WIDEN]
-        + [uniform],
+        "widened": [Rung(f"{s:g}x", on_box(density, lambda n, g, s=s: draw_mixture(density, n, g, scale=s)))
+                    for s in WIDEN] + [uniform],
         "modes_kept": [Rung(f"{m} modes", lambda n, g, m=m: draw_mixture(density, n, g, modes=m))
                        for m in modes_kept_rungs(density.n_modes)],
-        "smeared": [Rung(f"sigma={f:g}x{ell:g}", lambda n, g, f=f: smeared(density, n, g, f * ell)) for f in SMEAR]
-        + [uniform],
+        "smeared": [Rung(f"sigma={f:g}x{ell:g}", on_box(density, lambda n, g, f=f: smeared(density, n, g, f * ell)))
+                    for f in SMEAR] + [uniform],
     }
 
 
