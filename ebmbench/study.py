@@ -172,13 +172,13 @@ _FLOPS_CACHE: dict[str, float] = {}
 
 def step_flops_of(params: dict[str, Any]) -> float:
     """Counted matmul/conv FLOPs of one training step of the run ``params`` describe: built as the run builds it,
-    one step on the CPU, one thread, from the run's seed (``metrics.cost.count_flops``, as the run's own row)."""
+    one step on the CPU, one thread, from the run's seed (``training.step_flops``, as the run's own row)."""
     import torch
 
     from ebmbench import config as config_mod
     from ebmbench.builtins import METHODS, load_dataset
     from ebmbench.methods.base import training_step
-    from ebmbench.metrics.cost import count_flops
+    from ebmbench.training import step_flops
 
     cfg = config_mod.resolve({**params, "train_steps": 1, "device": "cpu"})
     key = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("suite", "results_dir")}, sort_keys=True)
@@ -190,13 +190,7 @@ def step_flops_of(params: dict[str, Any]) -> float:
             spec, dataset = METHODS.get(cfg.method), load_dataset(cfg.dataset)
             model = spec.build(dataset, cfg.method_params)
             step_fn, make_optimizers = training_step(spec, cfg.grad_clip)
-            optimizers = make_optimizers(model, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
-            generator = torch.Generator().manual_seed(cfg.seed)
-
-            def batch() -> torch.Tensor:
-                return dataset.train[torch.randint(len(dataset.train), (cfg.batch_size,), generator=generator)]
-
-            flops = count_flops(lambda: step_fn(model, batch, optimizers, generator, cfg.method_params))
+            flops = step_flops(step_fn, model, make_optimizers, cfg, dataset.train)  # what the run's row records
         finally:
             torch.set_num_threads(threads)
             torch.set_rng_state(rng)
