@@ -41,6 +41,7 @@ from ebmbench.metrics.sample_metrics import FLOOR_SEEDS, KL_K, MIN_RADIUS_REL
 from ebmbench.protocol import Cost, GenerativeModel, Samples
 from ebmbench.results import SCHEMA_VERSION, MetricValue, atomic_torch_save, atomic_write_json, make_rows, provenance
 from ebmbench.results import read_result as read_record
+from ebmbench.serialization import load_checkpoint
 from ebmbench.training import CHECKPOINT, load_weights
 
 OPERATIONS = ("product", "mixture")
@@ -569,7 +570,7 @@ def load_component(results_dir: str, suite: str, run_id: str, config_hash: str) 
     cfg = config_mod.resolve({**flat, **saved["method_params"]})
     dataset = load_dataset(cfg.dataset)
     model = METHODS.get(cfg.method).build(dataset, cfg.method_params)
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
     model.load_state_dict(ckpt["model"])
     if cfg.eval_weights == "ema":
         load_weights(model, ckpt["ema"])

@@ -451,6 +451,7 @@ def load_trained(run_dir: Path) -> tuple[Any, Any]:
 
     from ebmbench import config as config_mod
     from ebmbench.builtins import METHODS, load_dataset
+    from ebmbench.serialization import load_checkpoint
     from ebmbench.training import CHECKPOINT, load_weights
 
     saved = _config(run_dir)
@@ -459,7 +460,7 @@ def load_trained(run_dir: Path) -> tuple[Any, Any]:
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.dataset)
     model = METHODS.get(cfg.method).build(dataset, cfg.method_params)
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
     if cfg.eval_weights == "ema":
         load_weights(model, ckpt["ema"])
     else:

@@ -21,6 +21,7 @@ from ebmbench.methods.base import MethodSpec, training_step
 from ebmbench.metrics.cost import count_flops
 from ebmbench.protocol import GenerativeModel
 from ebmbench.results import atomic_torch_save, atomic_write_text, code_version, git_commit
+from ebmbench.serialization import CheckpointError, load_checkpoint, load_tensors
 
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.jsonl"
@@ -129,19 +130,15 @@ def move_aside(run_dir: Path, why: str) -> str:
     return msg
 
 
-def load_resumable(run_dir: Path, key: dict[str, str], device: torch.device) -> tuple[dict | None, str]:
+def load_resumable(run_dir: Path, key: dict[str, str]) -> tuple[dict | None, str]:
     """The run's checkpoint when it was written by this config and code version; anything else is moved aside."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None, ""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)  # tensors and primitives: runs no code
-    except Exception as err:  # a truncated or corrupt file: keep it for a person, train afresh
-        return None, move_aside(run_dir, f"{path} could not be read ({type(err).__name__}: {err})")
-    found = {k: ckpt.get(k) for k in key}
-    if found != key:
-        return None, move_aside(run_dir, f"its checkpoint was written by {found}, this run is {key}")
-    return ckpt, ""
+    try:  # onto the CPU, tensors and primitives only: runs no code, and RNG states stay CPU ByteTensors
+        return load_checkpoint(path, expect=key), ""
+    except CheckpointError as err:  # truncated, corrupt, or another run's: kept for a person, training starts fresh
+        return None, move_aside(run_dir, str(err))
 
 
 def step_flops(step_fn, model, make_optimizers, cfg: RunConfig, data: Tensor) -> float | None:
@@ -199,7 +196,7 @@ def save_snapshot(path: Path, model: GenerativeModel, step: int, n: int = 64, se
     The model is put in eval mode for the draw (no batch-norm statistics are updated) and the
     training generator is not touched, so a run with snapshots trains exactly like one without.
     """
-    snaps = torch.load(path, weights_only=True) if path.exists() else {}
+    snaps = load_tensors(path) if path.exists() else {}
     model.eval()
     with torch.no_grad():
         x = model.sample(n, generator=torch.Generator(model.device).manual_seed(seed)).x
@@ -244,12 +241,12 @@ def train(
     flops = step_flops(step_fn, model, make_optimizers, cfg, data)
     marks = set(curve_steps(cfg.train_steps, cfg.curve_points)) if curve_fn is not None else set()
     start, wall_before = 0, 0.0
-    ckpt, moved = load_resumable(run_dir, key, device)
+    ckpt, moved = load_resumable(run_dir, key)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])  # copies into the model's tensors, on its device
         for k, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
-        ema = ckpt["ema"]
+            opt.load_state_dict(ckpt["optimizers"][k])  # moves state to its parameters' device
+        ema = {n: v.to(device) for n, v in ckpt["ema"].items()}
         generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         start, wall_before = ckpt["step"], ckpt["wall_s"]

@@ -223,7 +223,7 @@ def test_truncated_checkpoint_is_moved_aside_with_its_path(finished, tmp_path):
     _, run_dir = copy_of(finished, tmp_path)
     path = run_dir / training.CHECKPOINT
     path.write_bytes(path.read_bytes()[:100])
-    ckpt, message = training.load_resumable(run_dir, {"config_hash": "x", "code_version": "y"}, torch.device("cpu"))
+    ckpt, message = training.load_resumable(run_dir, {"config_hash": "x", "code_version": "y"})
     assert ckpt is None and str(path) in message and list(run_dir.glob("checkpoint.pt.stale-*"))
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import to_uint8
+from ebmbench.serialization import load_tensors
 
 ARCH_VERSION = 1  # bump when DomainClassifier changes: old checkpoints are then not reused
 
@@ -178,7 +179,7 @@ def load_or_train(dataset: Dataset, params: DomainParams | None = None, cache_di
     path = checkpoint_path(dataset, params, cache_dir)
     if not path.is_file():
         save_if_absent(path, train_classifier(dataset, params, device))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_tensors(path)
     digest = weights_hash(ckpt["state_dict"])
     name = f"ebmbench-domain-{dataset.name}-{digest}"
     register(name, ckpt["arch"], ckpt["state_dict"])

@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ebmbench.serialization import load_tensors
+
 DOTS = {"s": 1.5, "alpha": 0.35, "color": "white", "linewidths": 0}
 
 
@@ -50,7 +52,7 @@ def suite_grid(suite_dir: Path | str, frame: pd.DataFrame, seed: int = 0, max_po
                              squeeze=False)
     for i, dataset in enumerate(targets):
         rows = runs[runs.dataset == dataset]
-        grid = torch.load(Path(suite_dir) / "compositions" / rows.run_id.iloc[0] / "target.pt")
+        grid = load_tensors(Path(suite_dir) / "compositions" / rows.run_id.iloc[0] / "target.pt")
         box = _box(rows)
         _panel(axes[i, 0], grid, box, None, f"exact\n{dataset}")
         for j, (method, sampler) in enumerate(columns, start=1):
@@ -58,7 +60,7 @@ def suite_grid(suite_dir: Path | str, frame: pd.DataFrame, seed: int = 0, max_po
             if not len(hit):
                 axes[i, j].axis("off")
                 continue
-            x = torch.load(Path(suite_dir) / "compositions" / hit.run_id.iloc[0] / "samples.pt")[sampler][:max_points]
+            x = load_tensors(Path(suite_dir) / "compositions" / hit.run_id.iloc[0] / "samples.pt")[sampler][:max_points]
             _panel(axes[i, j], grid, box, x, f"{method}\n{sampler}: KL {hit.value.iloc[0]:.2f}")
     fig.tight_layout()
     return fig

@@ -15,6 +15,7 @@ from torch import Tensor
 from ebmbench.plots.common import grid_2d, show_samples
 from ebmbench.run import Run, sampler_plan
 from ebmbench.samplers.trace import recording
+from ebmbench.serialization import load_tensors
 
 
 def samples_figure(run: Run, path: Path | None = None) -> plt.Figure:
@@ -148,7 +149,7 @@ def samples_over_training(run: Run) -> plt.Figure | None:
     path = run.run_dir / "snapshots.pt"
     if not path.exists():
         return None
-    snaps = torch.load(path, weights_only=True)
+    snaps = load_tensors(path)
     fig, axes = plt.subplots(1, len(snaps), figsize=(2.4 * len(snaps), 2.6), squeeze=False)
     for ax, (step, x) in zip(axes[0], sorted(snaps.items())):
         show_samples(ax, x, f"step {step}", run.dataset.support)

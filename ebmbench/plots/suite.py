@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from ebmbench.curves import floor_of
 from ebmbench.data.registry import load_dataset
 from ebmbench.plots.common import grid_2d, show_samples
+from ebmbench.serialization import load_tensors
 
 
 def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure:
@@ -285,7 +286,7 @@ def suite_sample_grids(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | Non
         panels = []
         for method, run_dir in _run_dirs(suite_dir, frame, ds, seed=0):
             if (run_dir / "samples.pt").exists():
-                saved = torch.load(run_dir / "samples.pt", weights_only=True)
+                saved = load_tensors(run_dir / "samples.pt")
                 panels += [(f"{method} /\n{k}", v) for k, v in saved.items()]
         if panels:
             data = load_dataset(ds)
@@ -351,10 +352,10 @@ def suite_landscapes(suite_dir: Path, frame: pd.DataFrame) -> plt.Figure | None:
                    data.support)]
         for method, run_dir in _run_dirs(suite_dir, frame, ds, seed=0):
             if (run_dir / "landscape.pt").exists():
-                grid = torch.load(run_dir / "landscape.pt", weights_only=True)
+                grid = load_tensors(run_dir / "landscape.pt")
                 panels.append((f"{method}\nexp(-E)", torch.exp(grid - grid.max()), data.support))
             elif (run_dir / "samples.pt").exists():
-                x = next(iter(torch.load(run_dir / "samples.pt", weights_only=True).values()))
+                x = next(iter(load_tensors(run_dir / "samples.pt").values()))
                 hist = torch.histogramdd(x.float(), bins=[40, 40], range=[data.support.low, data.support.high] * 2)
                 panels.append((f"{method}\nsample histogram", hist.hist.T, data.support))
         rows.append((ds, panels))
