@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLERS
+from ebmbench.config import split_names
+from ebmbench.params import shown
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -69,11 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     every = [r.cfg.run_id for r in runs]  # the suite's manifest lists all its runs, also when a slice runs
     for field, wanted in (("method", args.methods), ("dataset", args.datasets)):
         if wanted:
-            keep = set(wanted.split(","))
-            runs = [r for r in runs if getattr(r.cfg, field) in keep]
-            if not runs:
-                print(f"error: no run of suite {name!r} has {field} in {sorted(keep)}", file=sys.stderr)
+            keep, valid = set(split_names(wanted)), sorted({getattr(r.cfg, field) for r in runs})
+            unknown = sorted(keep - set(valid))
+            if unknown or not keep:
+                print(f"error: --{field}s: {shown(unknown or wanted)} not in suite {name!r}; its {field}s are: "
+                      f"{', '.join(valid)}", file=sys.stderr)
                 return 2
+            runs = [r for r in runs if getattr(r.cfg, field) in keep]
     if args.dry_run:
         for spec in runs:
             print(spec.cfg.run_id, spec.notebook.name)

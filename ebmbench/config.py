@@ -13,7 +13,7 @@ from typing import Any, get_type_hints
 import torch
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
-from ebmbench.params import field_problems, meta, param, spell
+from ebmbench.params import field_problems, meta, param, shown, spell
 from ebmbench.samplers.compiled import COMPILE_MODES
 
 
@@ -135,7 +135,7 @@ def check_type(name: str, value: Any, expected: type) -> Any:
     if not ok:
         hint = _number_hint(value, expected) if isinstance(value, str) and expected in (int, float) else ""
         raise ConfigError(
-            f"parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}{hint}"
+            f"parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {shown(value)}{hint}"
         )
     return value
 
@@ -144,7 +144,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in DEVICES:
-        raise ConfigError(f"parameter 'device' must be {spell(DEVICES)}, got {device!r}")
+        raise ConfigError(f"parameter 'device' must be {spell(DEVICES)}, got {shown(device)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
     return device
@@ -254,7 +254,7 @@ def resolve(params: dict[str, Any]) -> RunConfig:
         raise ConfigError([*problems, str(err)]) from None
     if not SUITE_NAME.fullmatch(cfg.suite):
         problems.append(f"parameter 'suite' must be a plain folder name (letters, digits, '.', '_', '-', starting "
-                        f"with a letter or digit), got {cfg.suite!r}")
+                        f"with a letter or digit), got {shown(cfg.suite)}")
     problems += name_problems(cfg, spec)
     if problems:
         raise ConfigError(problems)

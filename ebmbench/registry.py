@@ -33,7 +33,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {name!r:.200}; choose one of: {', '.join(sorted(self._items))}"
             ) from None
 
     def names(self) -> list[str]:

@@ -84,19 +84,32 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def code_version(commit: str) -> str:
-    """The commit, plus a hash of uncommitted changes (tracked diffs and untracked files) when there are any."""
-    diff, untracked = _git("diff", "HEAD"), _git("ls-files", "--others", "--exclude-standard")
-    if not diff and not untracked:
-        return commit
+CODE_FOLDERS = ("ebmbench", "notebooks")  # what a run executes: the package and the notebooks papermill runs
+
+
+def code_files() -> list[Path]:
+    """The files that make up the code: tracked files of the package and the notebooks, plus the package's own
+    untracked files (git's ignore rules apply); without git, every file under those folders but caches."""
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256((diff or "").encode())
-    for name in sorted((untracked or "").splitlines()):
-        h.update(name.encode())
-        path = root / name
-        if path.is_file():
-            h.update(path.read_bytes())
-    return f"{commit}+{h.hexdigest()[:12]}"
+    tracked = _git("ls-files", "-z", "--", *CODE_FOLDERS)
+    if tracked is None:
+        return sorted(p for folder in CODE_FOLDERS for p in (root / folder).rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts)
+    untracked = _git("ls-files", "-z", "--others", "--exclude-standard", "--", CODE_FOLDERS[0]) or ""
+    names = {n for n in (tracked + "\0" + untracked).split("\0") if n}
+    return sorted(p for p in (root / n for n in names) if p.is_file())
+
+
+def code_version() -> str:
+    """A hash of the code as it is on disk (``code_files``: the package and its notebooks), never of results
+    folders, suite files or anything else in the checkout, so a run's identity (config hash + code version)
+    changes only when the code does (the commit is recorded beside it, as ``git_commit``)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in code_files():
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"code-{h.hexdigest()[:16]}"
 
 
 def provenance(device: str) -> dict[str, Any]:
@@ -106,7 +119,7 @@ def provenance(device: str) -> dict[str, Any]:
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
-        "versions": {**package_versions(), "code": code_version(commit)},
+        "versions": {**package_versions(), "code": code_version()},
         "device": device_name(device),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -27,12 +28,14 @@ from ebmbench.kernels import (  # noqa: F401  (re-exported: the paths and kernel
     UNSET_ENV,
     kernel_environment,
 )
+from ebmbench.params import shown
 from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance, read_result
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions"}  # compositions: ebmbench/compose.py
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
+MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
 LOCK = ".lock"
 
 
@@ -99,8 +102,8 @@ def suite_name(path: Path, doc: dict[str, Any], results_dir: str) -> str:
     """The suite's name: a plain folder name whose resolved folder lies directly under the results folder."""
     name = doc.get("name") or path.stem
     if not isinstance(name, str) or not config_mod.SUITE_NAME.fullmatch(name):
-        raise SuiteError(f"{path}: name {name!r} is not a plain folder name; use letters, digits, '.', '_' and '-', "
-                         "starting with a letter or digit (e.g. name: my-suite)")
+        raise SuiteError(f"{path}: name {shown(name)} is not a plain folder name; use letters, digits, '.', '_' "
+                         "and '-', starting with a letter or digit (e.g. name: my-suite)")
     root = Path(results_dir).resolve()
     folder = (root / name).resolve()
     if folder.parent != root:
@@ -111,25 +114,28 @@ def suite_name(path: Path, doc: dict[str, Any], results_dir: str) -> str:
 
 def _key_problems(where: str, d: Any, allowed: set[str]) -> list[str]:
     if not isinstance(d, dict):
-        return [f"{where}: expected a mapping, got {type(d).__name__} {d!r}"]
-    unknown = sorted(set(d) - allowed)
-    return [f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"] if unknown else []
+        return [f"{where}: expected a mapping, got {type(d).__name__} {shown(d)}"]
+    unknown = sorted(map(str, set(d) - allowed))
+    return [f"{where}: unknown key(s) {shown(unknown)}; allowed: {sorted(allowed)}"] if unknown else []
 
 
 def _list_problems(where: str, entry: dict, key: str, kind: type, example: str) -> list[str]:
+    """A list's size is checked before its items (an aliased YAML list can be huge); messages show values cut."""
     value = entry.get(key)
+    if isinstance(value, list) and len(value) > MAX_LIST:
+        return [f"{where}: {key!r} lists {len(value)} values; at most {MAX_LIST} are allowed in one entry"]
     if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool)
                                                            for v in value):
         return [f"{where}: {key!r} must be a non-empty list of {kind.__name__}, e.g. {key}: {example}; "
-                f"got {value!r}"]
+                f"got {shown(value)}"]
     return []
 
 
 def _timeout_problems(where: str, d: dict) -> list[str]:
     value = d.get("timeout", DEFAULT_TIMEOUT_S)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return [f"{where}: 'timeout' is a run's wall-clock limit in seconds, a number > 0 (e.g. timeout: 3600); "
-                f"got {value!r}"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return [f"{where}: 'timeout' is a run's wall-clock limit in seconds, a finite number > 0 (e.g. "
+                f"timeout: 3600); got {shown(value)}"]
     return []
 
 
@@ -154,13 +160,13 @@ def entry_problems(where: str, entry: Any) -> list[str]:
     if "seeds" in entry:
         problems += _list_problems(where, entry, "seeds", int, "[0, 1, 2]")
     if not isinstance(entry.get("params") or {}, dict):
-        problems.append(f"{where}: 'params' must be a mapping of parameter: value, got {entry['params']!r}")
+        problems.append(f"{where}: 'params' must be a mapping of parameter: value, got {shown(entry['params'])}")
     problems += _set_by_suite(f"{where}.params", entry.get("params"))
     per_method = entry.get("method_params") or {}
     # any registered method may be named (YAML anchors share one block), a misspelled one may not
     problems += _key_problems(f"{where}.method_params", per_method, set(METHODS.names()))
     if isinstance(per_method, dict):
-        problems += [f"{where}.method_params.{m}: must be a mapping of parameter: value, got {v!r}"
+        problems += [f"{where}.method_params.{m}: must be a mapping of parameter: value, got {shown(v)}"
                      for m, v in per_method.items() if not isinstance(v or {}, dict)]
         problems += [p for m, v in per_method.items() for p in _set_by_suite(f"{where}.method_params.{m}", v)]
     if "study" in entry:  # a random-search study (ebmbench/study.py): K drawn trials per method and seed
@@ -168,6 +174,20 @@ def entry_problems(where: str, entry: Any) -> list[str]:
 
         problems += study_problems(where, entry["study"], entry.get("methods") or [])
     return problems + _timeout_problems(where, entry)
+
+
+def _size_problems(path: str, entries: list[Any]) -> list[str]:
+    """The suite's number of runs, counted from its lists' lengths before anything is expanded."""
+    total = 0
+    for entry in entries[:MAX_LIST]:
+        if isinstance(entry, dict):
+            sizes = [len(v) if isinstance(v, list) else 1 for v in
+                     (entry.get("datasets"), entry.get("methods"), entry.get("seeds", [0]))]
+            total += math.prod(sizes)
+    if len(entries) > MAX_LIST or total > MAX_RUNS:
+        return [f"{path}: {len(entries)} entries expanding to {total} runs; at most {MAX_LIST} entries and "
+                f"{MAX_RUNS} runs are allowed in one suite: split it"]
+    return []
 
 
 def _problem_lines(bad: dict[tuple[str, str], list[str]]) -> list[str]:
@@ -190,12 +210,15 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     name = suite_name(path, doc, results_dir)
     problems = _key_problems(str(path), doc, SUITE_KEYS) + _timeout_problems(str(path), doc)
     defaults = doc.get("defaults") or {}
-    problems += [] if isinstance(defaults, dict) else [f"{path}: defaults: expected a mapping, got {defaults!r}"]
+    problems += [] if isinstance(defaults, dict) else [f"{path}: defaults: expected a mapping, got {shown(defaults)}"]
     problems += _set_by_suite(f"{path}: defaults", defaults)
     entries = doc.get("runs") or []
     if not isinstance(entries, list):
         problems.append(f"{path}: 'runs' must be a list of entries (- datasets: [...]), got {type(entries).__name__}")
         entries = []
+    size = _size_problems(str(path), entries)
+    if size:  # nothing is expanded
+        raise SuiteError("\n".join(size))
     runs: list[RunSpec] = []
     bad: dict[tuple[str, str], list[str]] = {}
     for i, entry in enumerate(entries):
@@ -253,8 +276,8 @@ def _expanded(params: dict[str, Any], study: dict[str, Any] | None, trials: int 
 
 
 def is_finished(spec: RunSpec, code: dict[str, Any]) -> bool:
-    """Finished = an ok or diverged result from the same config hash and the same code version
-    (the commit, plus a hash of any uncommitted changes). An unreadable result is moved aside: not finished."""
+    """Finished = an ok or diverged result from the same config hash and the same code version (a hash of the
+    package and its notebooks, ``results.code_version``). An unreadable result is moved aside: not finished."""
     record = read_result(spec.run_dir)
     if not record or record.get("run_status") not in ("ok", "diverged"):
         return False

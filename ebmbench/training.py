@@ -20,7 +20,7 @@ from ebmbench.config import RunConfig
 from ebmbench.methods.base import MethodSpec, training_step
 from ebmbench.metrics.cost import count_flops
 from ebmbench.protocol import GenerativeModel
-from ebmbench.results import atomic_torch_save, atomic_write_text, code_version, git_commit
+from ebmbench.results import atomic_torch_save, atomic_write_text, code_version
 from ebmbench.serialization import CheckpointError, load_checkpoint, load_tensors
 
 CHECKPOINT = "checkpoint.pt"
@@ -113,7 +113,7 @@ def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wa
 
 def state_key(cfg: RunConfig) -> dict[str, str]:
     """What a checkpoint must match to be resumed: the run's config hash and the code version."""
-    return {"config_hash": cfg.config_hash, "code_version": code_version(git_commit())}
+    return {"config_hash": cfg.config_hash, "code_version": code_version()}
 
 
 def move_aside(run_dir: Path, why: str) -> str:

@@ -287,7 +287,15 @@ BAD = {  # a bad value -> the message that must name it
     "n_couplings: 1": ({"methods": ["realnvp"], "method_params": {"realnvp": {"n_couplings": 1}}},
                        "'n_couplings' must be >= 2, got 1"),
     "seeds: 3": ({"seeds": 3}, "'seeds' must be a non-empty list of int, e.g. seeds: [0, 1, 2]; got 3"),
-    "timeout: 0": ({"timeout": 0}, "'timeout' is a run's wall-clock limit in seconds, a number > 0"),
+    "timeout: 0": ({"timeout": 0}, "'timeout' is a run's wall-clock limit in seconds, a finite number > 0"),
+    # issue 22, item 4: non-finite floats, integers without a range, strings with a grammar
+    "timeout: .inf": ({"timeout": float("inf")}, "a finite number > 0 (e.g. timeout: 3600); got inf"),
+    "timeout: .nan": ({"timeout": float("nan")}, "a finite number > 0 (e.g. timeout: 3600); got nan"),
+    "lr: .inf": ({"params": {"lr": float("inf")}}, "'lr' must be a finite number, got inf"),
+    "lr: -.inf": ({"params": {"lr": float("-inf")}}, "'lr' must be a finite number, got -inf"),
+    "channels: abc": ({"method_params": {"ddpm": {"channels": "abc"}}},
+                      "'channels' must be comma-separated integers >= 1, e.g. \"32,64\"; got 'abc'"),
+    "depth: -1": ({"method_params": {"ddpm": {"depth": -1}}}, "'depth' must be >= 1, got -1"),
 }
 
 

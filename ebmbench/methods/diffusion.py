@@ -34,8 +34,8 @@ class DDPMParams:
     beta_schedule: str = param(
         "linear", "beta_t linear in t (Ho et al. 2020, Sec. 4)",
         choices=("linear", "scaled_linear", "squaredcos_cap_v2"))
-    beta_start: float = param(1e-4, "beta_1")
-    beta_end: float = param(0.02, "beta_T")
+    beta_start: float = param(1e-4, "beta_1", range="in (0, 1)")
+    beta_end: float = param(0.02, "beta_T", range="in (0, 1)")
     variance_type: str = param(
         "fixed_small", "ancestral step variance = posterior beta~_t (Ho et al. eq. 7)",
         choices=("fixed_small", "fixed_small_log", "fixed_large"))
@@ -46,8 +46,8 @@ class DDPMParams:
         False, "x0-prediction is NOT clipped to [-1, 1]: data may lie outside [-1, 1] (2D toys live on [-4, 4]).")
     prediction_type: str = param("epsilon", "the net predicts the added noise eps", choices=("epsilon",))
     hidden: int = param(128, "TimeMLP width (vector data, e.g. 2D)", range=">= 1")
-    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)")
-    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block")
+    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)", range=">= 1")
+    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block", grammar="int list")
     ddpm_steps: int = param(1000, "ancestral sampler steps at evaluation", range=">= 1")
     ddim_steps: int = param(50, "DDIM steps at evaluation", range=">= 1")
     ddim_eta: float = param(0.0, "DDIM eta at evaluation (0 = deterministic, 1 = DDPM-like noise)", range="in [0, 1]")
@@ -55,7 +55,8 @@ class DDPMParams:
     arch: str = param(
         "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
         choices=("default", *EPS_ARCHS))
-    step_sweep: str = param("", 'e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead')
+    step_sweep: str = param("", 'e.g. "10,20,50,100,1000": evaluate every sampler at each step count instead',
+                             grammar="int list or ''")
     # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
     search_space: ClassVar[dict[str, tuple]] = {
         "lr": ("log", 1e-4, 3e-3), "ema_decay": ("linear", 0.9, 0.999), "hidden": ("int_log", 64, 256),

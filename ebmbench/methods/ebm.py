@@ -24,8 +24,8 @@ class EnergyNetParams:
     """The energy network and the Langevin chains that evaluate it: shared by every EBM objective."""
 
     hidden: int = param(128, "MLP width (vector data)", range=">= 1")
-    depth: int = param(3, "MLP hidden layers (vector data)")
-    channels: str = param("32,64", "conv energy channels (image data)")
+    depth: int = param(3, "MLP hidden layers (vector data)", range=">= 1")
+    channels: str = param("32,64", "conv energy channels (image data)", grammar="int list")
     spectral_norm: bool = param(False, "spectral norm on every conv/linear weight of the energy")
     arch: str = param(
         "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',

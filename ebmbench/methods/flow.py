@@ -31,7 +31,7 @@ class RealNVPParams:
 
     n_couplings: int = param(8, "affine coupling layers; masks alternate between b and 1 - b", range=">= 2")
     hidden: int = param(128, "width of each coupling's MLP conditioner (s, t)", range=">= 1")
-    depth: int = param(2, "hidden layers of each coupling's MLP conditioner")
+    depth: int = param(2, "hidden layers of each coupling's MLP conditioner", range=">= 1")
     dequantize: bool = param(True, "discrete data: add uniform noise of one level width in training")
     support_mode: str = param(
         "none", "evaluation sampler: keep f^-1(z) to the support by none | clamp | reflect",

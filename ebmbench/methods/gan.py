@@ -40,14 +40,14 @@ class DCGANParams:
 
     latent_dim: int = param(32, "dimension of z ~ N(0, I)", range=">= 1")
     hidden: int = param(128, "MLP width of G and D (vector data, e.g. 2D)", range=">= 1")
-    depth: int = param(3, "MLP hidden layers of G and D (vector data)")
+    depth: int = param(3, "MLP hidden layers of G and D (vector data)", range=">= 1")
     g_channels: int = param(
         64, "conv G feature maps before its last layer (image data; x2 per halving of resolution)", range=">= 1")
     d_channels: int = param(
         64, "conv D feature maps after its first layer (image data; x2 per halving of resolution)", range=">= 1")
     n_critic: int = param(1, "D updates per G update, each on a fresh data batch", range=">= 1")
-    beta1: float = param(0.5, "Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1")
-    beta2: float = param(0.999, "Adam beta2 of G and D; < 0: use the run's adam_beta2")
+    beta1: float = param(0.5, "Adam beta1 of G and D (Radford et al. 2016); < 0: use the run's adam_beta1", range="< 1")
+    beta2: float = param(0.999, "Adam beta2 of G and D; < 0: use the run's adam_beta2", range="< 1")
     support_mode: str = param(
         "none", "evaluation sampler: keep G(z) to the support by none | clamp | reflect",
         choices=("none", "clamp", "reflect"))
@@ -61,8 +61,8 @@ class WGANGPParams(DCGANParams):
     """Parameters of WGAN-GP (Gulrajani et al. 2017, Algorithm 1 defaults)."""
 
     n_critic: int = param(5, "critic updates per generator update (Algorithm 1: n_critic = 5)", range=">= 1")
-    beta1: float = param(0.0, "Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1")
-    beta2: float = param(0.9, "Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2")
+    beta1: float = param(0.0, "Adam beta1 (Algorithm 1: 0); < 0: use the run's adam_beta1", range="< 1")
+    beta2: float = param(0.9, "Adam beta2 (Algorithm 1: 0.9); < 0: use the run's adam_beta2", range="< 1")
     gp_weight: float = param(10.0, "lambda of the gradient penalty lambda * (|grad D(x_hat)| - 1)^2", range=">= 0")
     # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
     search_space: ClassVar[dict[str, tuple]] = {
@@ -75,8 +75,8 @@ class SNGANParams(DCGANParams):
     """Parameters of SNGAN (Miyato et al. 2018): spectrally normalized D, hinge loss."""
 
     n_critic: int = param(1, "D updates per G update (Miyato et al. 2018 use 1 or 5 by setting)", range=">= 1")
-    beta1: float = param(0.5, "Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1")
-    beta2: float = param(0.999, "Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2")
+    beta1: float = param(0.5, "Adam beta1 (standard-CNN setting); < 0: use the run's adam_beta1", range="< 1")
+    beta2: float = param(0.999, "Adam beta2 (standard-CNN setting); < 0: use the run's adam_beta2", range="< 1")
     # the study's random-search ranges (issue 15, ebmbench/study.py): name -> (scale, low, high) | ("choice", ...)
     search_space: ClassVar[dict[str, tuple]] = {
         "lr": ("log", 5e-5, 2e-3), "n_critic": ("int", 1, 5), "beta1": ("linear", 0.0, 0.9)}

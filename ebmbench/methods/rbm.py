@@ -42,7 +42,8 @@ class RBMParams:
     persistent: bool = param(False, "False: CD-k, chains start at the data; True: PCD (method rbm_pcd)")
     n_chains: int = param(512, "persistent chains (PCD only); all of them advance cd_k sweeps per step", range=">= 1")
     gibbs_steps: int = param(1000, "sweeps of the fresh Gibbs chains that sample() runs at evaluation", range=">= 1")
-    init_std: float = param(0.01, "W ~ N(0, init_std^2) (Hinton 2010, A Practical Guide to Training RBMs, Sec. 8)")
+    init_std: float = param(0.01, "W ~ N(0, init_std^2) (Hinton 2010, A Practical Guide to Training RBMs, Sec. 8)",
+                             range=">= 0")
     visible_bias_from_data: bool = param(True, "b_i = logit of the smoothed train pixel mean (Hinton 2010); else b = 0")
 
 

@@ -42,8 +42,8 @@ class NCSNParams:
         "none", "projection of the returned samples onto the support: none | clamp | reflect",
         choices=("none", "clamp", "reflect"))
     hidden: int = param(128, "TimeMLP width (vector data, e.g. 2D)", range=">= 1")
-    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)")
-    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block")
+    depth: int = param(3, "TimeMLP hidden layers (vector data, e.g. 2D)", range=">= 1")
+    channels: str = param("32,64", "UNet2DModel block widths (image data), one halving per block", grammar="int list")
     arch: str = param(
         "default", 'network: "default" (by data shape) or a paper network of ebmbench.nets.cifar',
         choices=("default", *SCORE_NGF))
