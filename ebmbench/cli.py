@@ -88,8 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
                             timeout_s=args.timeout, manifest=every)
         print("\n".join(summary.lines()))
-        reports_ok = args.no_report or render_reports(summary.suite_dir)
-    return 1 if summary.failed or not reports_ok else 0
+        reports_ok = args.no_report or bool(summary.stopped) or render_reports(summary.suite_dir)
+    if summary.stopped:
+        print(f"error: suite stopped: {summary.stopped}; reports not rendered (`ebmbench report {name}` renders "
+              "what finished)", file=sys.stderr)
+    return 1 if summary.failed or summary.stopped or not reports_ok else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -99,7 +102,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (suite_dir / "runs").is_dir():
         print(f"no runs under {suite_dir}: run `ebmbench run {args.suite}` first", file=sys.stderr)
         return 2
+    from ebmbench.report import partial_line
+
     aggregate(suite_dir)
+    partial = partial_line(suite_dir)
+    if partial:
+        print(f"warning: {partial}", file=sys.stderr)
     return 0 if render_reports(suite_dir) else 1
 
 
@@ -154,12 +162,28 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (ValueError, KeyError) as err:  # configuration and suite errors: say what and how to fix, a line each
         for line in str(err).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {line[:MAX_LINE]}", file=sys.stderr)
         return 2
     except OSError as err:  # a folder that cannot be written (read-only, full disk): no raw traceback
-        print(f"error: {err.filename or 'a file'}: {err.strerror or err}; check the folder's permissions and space "
+        where = err.filename or getattr(args, "results_dir", None) or "the results folder"
+        print(f"error: {where}: {err.strerror or err}; check the folder's permissions and space "
               "(or pass another --results-dir)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line: what is kept and how to go on
+        print(f"\ninterrupted: {interrupted_hint(args)}", file=sys.stderr)
+        return 130
+
+
+MAX_LINE = 1000  # a printed error line is cut here (values in it are already cut, params.shown)
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    if args.command != "run":
+        return "nothing was changed"
+    again = " ".join(["ebmbench run", args.suite, *(["--results-dir", args.results_dir] if args.results_dir !=
+                                                      "results" else [])])
+    return (f"finished runs are saved under {args.results_dir}/ and interrupted ones resume from their last "
+            f"checkpoint: run `{again}` again to go on")
 
 
 if __name__ == "__main__":

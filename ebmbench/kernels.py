@@ -6,6 +6,7 @@ Apart from suites.py so that the report, which renders notebooks, never imports 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +49,20 @@ def kernel_environment(threads: int | None = None) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+LOCK = ".lock"  # held by the `ebmbench run` executing a suite (suites.suite_lock)
+
+
+def lock_holder(suite_dir: Path) -> str | None:
+    """Who holds the suite folder's lock ('pid N, since ...'), or None when no run is executing the suite."""
+    path = Path(suite_dir) / LOCK
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "another process"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

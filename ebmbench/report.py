@@ -325,12 +325,26 @@ def header(frame: pd.DataFrame, suite_dir: Path | str) -> str:
     runs = frame.drop_duplicates("run_id")
     counts = runs.run_status.value_counts()
     status = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("ok", "diverged", "failed"))
-    missing = missing_runs(suite_dir)
-    lines = [f"Suite **{Path(suite_dir).name}**: {len(runs)} runs ({status}) on "
-             f"{frame.dataset.nunique()} datasets; {provenance_warning(frame)}."]
-    if missing:
-        lines.append(f"{len(missing)} runs of the suite have no result yet: {', '.join(missing)}.")
+    partial = partial_line(suite_dir)
+    lines = [f"**{partial}**"] if partial else []
+    lines.append(f"Suite **{Path(suite_dir).name}**: {len(runs)} runs ({status}) on "
+                 f"{frame.dataset.nunique()} datasets; {provenance_warning(frame)}.")
     return "\n\n".join(lines)
+
+
+def partial_line(suite_dir: Path | str, shown: int = 10) -> str:
+    """'partial: N of M runs finished; pending: ...' when runs of the suite's manifest have no result or a run is
+    executing the suite now (its lock is held); '' for a complete suite."""
+    from ebmbench.kernels import lock_holder
+    from ebmbench.results import current_run_ids
+
+    wanted, missing, holder = current_run_ids(suite_dir) or set(), missing_runs(suite_dir), lock_holder(suite_dir)
+    if not missing and holder is None:
+        return ""
+    pending = ", ".join(missing[:shown]) + (f" and {len(missing) - shown} more" if len(missing) > shown else "")
+    running = f" (a run is executing the suite now: {holder})" if holder else ""
+    return (f"partial: {len(wanted) - len(missing)} of {len(wanted)} runs finished{running}; "
+            f"pending: {pending or 'none'}")
 
 
 def tables_dir(suite_dir: Path | str) -> Path:

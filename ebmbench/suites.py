@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from ebmbench.compose import compositions_from
 from ebmbench.kernels import (  # noqa: F401  (re-exported: the paths and kernel settings live in kernels.py)
     KERNEL_ARGS,
     KERNEL_WARNINGS,
+    LOCK,
     NOTEBOOKS_DIR,
     ROOT,
     SUITES_DIR,
@@ -36,17 +39,20 @@ SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "composition
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
-LOCK = ".lock"
+
+
+QUIET = ("Passed unknown parameter", "Timeout waiting for execute reply", "Error occurred while starting new kernel")
 
 
 class _KnownParameters(logging.Filter):
     """Drop papermill's 'Passed unknown parameter' warning: a notebook's parameters cell lists the
     common ones only, and every parameter was already validated by ``config.resolve``. Drop nbclient's
-    'Timeout waiting for execute reply' too: a run past its limit is a failed row that says so."""
+    'Timeout waiting for execute reply' too: a run past its limit is a failed row that says so; and the kernel
+    start-up error, which the run's failed row states with its kernel spec."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Passed unknown parameter" not in message and "Timeout waiting for execute reply" not in message
+        return not any(known in message for known in QUIET)
 
 
 logging.getLogger("papermill").addFilter(_KnownParameters())
@@ -312,31 +318,67 @@ def suite_lock(suite_dir: Path) -> Iterator[None]:
 
 
 class InfrastructureError(RuntimeError):
-    """The kernel died, or the notebook ended without its completion marker and without an error."""
+    """The kernel did not start or died, or the notebook ended without its completion marker and without an error."""
+
+
+class StorageError(OSError):
+    """A run's folder cannot be written (disk full, quota, read-only): every later run would fail the same way,
+    so the suite stops, keeping what finished."""
+
+
+KERNEL_NAME = "python3"
+
+
+def kernel_problem(err: BaseException) -> str:
+    """One line: which kernel spec did not start, why, and how to fix it."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        where, python = f"kernel spec {KERNEL_NAME!r} ({spec.resource_dir}/kernel.json)", spec.argv[0]
+    except Exception as why:  # no such spec at all
+        where, python = f"kernel spec {KERNEL_NAME!r} (not found: {shown(str(why))})", "python"
+    return (f"the notebook kernel did not start: {where} runs {python}: {type(err).__name__}: {shown(str(err))}; "
+            f"install ipykernel for that interpreter ({python} -m pip install ipykernel), or point the spec at this "
+            f"environment ({sys.executable} -m ipykernel install --user --name {KERNEL_NAME})")
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def storage_error(err: OSError, run_dir: Path) -> StorageError:
+    """The error with the path it was writing (papermill's save names none: then the run's notebook)."""
+    path = err.filename or run_dir / "notebook.ipynb"
+    return StorageError(err.errno, err.strerror or str(err), str(path))
 
 
 def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
     """Execute one run's notebook with papermill; returns the run status it ended with.
 
     A notebook error, or running past the wall-clock limit (``timeout_s``, else the spec's), is a ``failed``
-    record at once; a dead kernel or a missing completion marker raises ``InfrastructureError`` so that the
-    caller may retry.
+    record at once; a kernel that does not start or dies, or a missing completion marker, raises
+    ``InfrastructureError`` so that the caller may retry; a full or read-only disk raises ``StorageError``.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     run_dir, limit = spec.run_dir, timeout_s or spec.timeout_s
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESULT).unlink(missing_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RESULT).unlink(missing_ok=True)
+    except OSError as err:
+        raise storage_error(err, run_dir) from None
     deadline = time.monotonic() + limit
     try:
         with kernel_environment(spec.cfg.threads):
             # each cell may take what is left of the run's limit (nbclient's limits are per cell)
             pm.execute_notebook(str(spec.notebook), str(run_dir / "notebook.ipynb"), parameters=spec.params,
-                                progress_bar=False, kernel_name="python3", cwd=str(spec.notebook.parent),
+                                progress_bar=False, kernel_name=KERNEL_NAME, cwd=str(spec.notebook.parent),
                                 extra_arguments=KERNEL_ARGS,
                                 timeout_func=lambda cell: max(1.0, deadline - time.monotonic()))
     except pm.PapermillExecutionError as err:
+        if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel too: the suite stops, the run resumes later
+            raise KeyboardInterrupt from None
         record_failure(spec, f"notebook raised {err.ename}: {err.evalue}")
         return "failed"
     except CellTimeoutError:
@@ -345,6 +387,14 @@ def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
         return "failed"
     except DeadKernelError as err:  # papermill does not mark a dead kernel as a cell error
         raise InfrastructureError(f"the kernel died: {err}") from err
+    except OSError as err:
+        if err.errno in DISK_ERRNOS or err.filename and Path(err.filename).is_relative_to(run_dir):
+            raise storage_error(err, run_dir) from None
+        raise InfrastructureError(kernel_problem(err)) from None  # the kernel's interpreter could not be started
+    except RuntimeError as err:
+        if "Kernel died before replying" in str(err):
+            raise InfrastructureError(kernel_problem(err)) from None
+        raise
     record = read_result(run_dir)
     if record is None:
         raise InfrastructureError("the notebook ended without writing result.json (its last cell)")
@@ -380,12 +430,13 @@ def execute_with_retries(spec: RunSpec, retries: int = 2, timeout_s: float | Non
 
 @dataclass
 class SuiteSummary:
-    """What a suite execution did, by run id."""
+    """What a suite execution did, by run id; ``stopped`` says why it ended early ('' when it did not)."""
 
     name: str
     statuses: dict[str, str]
     wall_s: float
     suite_dir: Path
+    stopped: str = ""
 
     @property
     def failed(self) -> list[str]:
@@ -399,7 +450,31 @@ class SuiteSummary:
                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))]
         out += [f"  failed: {run_id}" for run_id in self.failed]
         out += [f"  diverged: {k}" for k, v in self.statuses.items() if v == "diverged"]
+        if self.stopped:
+            out.append(f"stopped early: {self.stopped}; runs not started: {counts.get(NOT_STARTED, 0)} "
+                       "(rerun the same command when fixed: finished runs are skipped)")
         return out
+
+
+NOT_STARTED = "not started"
+CLUSTER_CLOSE_S = 60
+TEMP_PATTERNS = (".results.*.parquet", "runs/*/.*.tmp", ".*.tmp")  # results.aggregate's and atomic writes' temps
+
+
+def remove_temp_files(suite_dir: Path) -> list[Path]:
+    """Remove what an interrupted atomic write left in the suite folder (only while this process holds its lock)."""
+    gone = [p for pattern in TEMP_PATTERNS for p in suite_dir.glob(pattern) if p.is_file()]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
+
+
+def record_storage_failure(spec: RunSpec, err: StorageError) -> str:
+    """The one line that stops the suite; the run's failed row when it can still be written."""
+    line = f"{err.filename}: {err.strerror}; free space there (or pass another --results-dir)"
+    with contextlib.suppress(OSError):
+        record_failure(spec, f"could not write its results: {line}")
+    return line
 
 
 def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
@@ -409,39 +484,68 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
 
     Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
     (e.g. a dask-jobqueue cluster's address). Rerunning skips runs whose config hash and
-    commit match a finished (ok or diverged) result. ``timeout_s`` overrides every run's wall-clock limit.
+    code version match a finished (ok or diverged) result. ``timeout_s`` overrides every run's wall-clock limit.
+    The manifest (every run of the suite) is written first, so a report rendered meanwhile knows what is pending.
+    A full or read-only disk stops the suite: the run that hit it is a failed row, later runs are not started.
     """
     code = provenance("cpu")
     t0 = time.perf_counter()
+    suite_dir = runs[0].run_dir.parent.parent
+    remove_temp_files(suite_dir)
+    atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": manifest or [s.cfg.run_id for s in runs]})
     if any(s.trial for s in runs):  # a study: which run is which trial (ebmbench/study.py), written before any runs
         from ebmbench.study import write_study
 
-        write_study(runs[0].run_dir.parent.parent, {s.cfg.run_id: s.trial for s in runs if s.trial})
+        write_study(suite_dir, {s.cfg.run_id: s.trial for s in runs if s.trial})
     statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, code)}
     todo = [s for s in runs if s.cfg.run_id not in statuses]
     if workers or scheduler:
-        statuses.update(_run_dask(todo, name, workers, scheduler, retries, timeout_s, progress))
+        done, stopped = _run_dask(todo, name, workers, scheduler, retries, timeout_s, progress)
     else:
-        from tqdm.auto import tqdm
+        done, stopped = _run_serial(todo, name, retries, timeout_s, progress)
+    statuses.update(done)
+    try:
+        aggregate(suite_dir)
+    except OSError as err:
+        stopped = stopped or f"{err.filename}: {err.strerror}"
+        print(f"error: results.parquet not written: {err.filename}: {err.strerror}", file=sys.stderr)
+    ordered = {s.cfg.run_id: statuses.get(s.cfg.run_id, NOT_STARTED) for s in runs}
+    return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir, stopped)
 
-        for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
+
+def _run_serial(todo: list[RunSpec], name: str, retries: int, timeout_s: float | None, progress: bool
+                ) -> tuple[dict[str, str], str]:
+    """Each run in this process, in order; a storage error ends the loop."""
+    from tqdm.auto import tqdm
+
+    statuses: dict[str, str] = {}
+    for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
+        try:
             statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
-    suite_dir = runs[0].run_dir.parent.parent
-    atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": manifest or [s.cfg.run_id for s in runs]})
-    aggregate(suite_dir)
-    ordered = {s.cfg.run_id: statuses[s.cfg.run_id] for s in runs}
-    return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir)
+        except StorageError as err:
+            statuses[spec.cfg.run_id] = "failed"
+            return statuses, record_storage_failure(spec, err)
+    return statuses, ""
+
+
+async def _close_nannies(nannies: list[Any], timeout_s: float) -> None:
+    import asyncio
+
+    await asyncio.gather(*(n.close(timeout=timeout_s) for n in nannies))
 
 
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
-              timeout_s: float | None, progress: bool) -> dict[str, str]:
-    """One Dask task per run; Dask retries infrastructure deaths (and lost workers)."""
+              timeout_s: float | None, progress: bool) -> tuple[dict[str, str], str]:
+    """One Dask task per run; Dask retries infrastructure deaths (and lost workers); a storage error cancels the
+    runs not yet finished. The client closes before the cluster, also on Ctrl-C."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     statuses: dict[str, str] = {}
-    with Client(scheduler or cluster) as client:
+    stopped = ""
+    client = Client(scheduler or cluster)
+    try:
         futures: dict[Any, RunSpec] = {}
         by_id: dict[str, Any] = {}
         for spec in todo:  # a composition waits for the futures of the runs it needs (finished ones have none)
@@ -454,10 +558,22 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
             spec = futures[future]
             try:
                 statuses[spec.cfg.run_id] = future.result()
+            except StorageError as err:
+                statuses[spec.cfg.run_id] = "failed"
+                stopped = record_storage_failure(spec, err)
+                client.cancel([f for f in futures if not f.done()])
+                break
             except Exception as err:  # retries exhausted: the run is a failed row, never a gap
                 why = f"{type(err).__name__}: {err}"
                 record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
                 statuses[spec.cfg.run_id] = "failed"
-    if cluster is not None:
-        cluster.close()
-    return statuses
+    finally:
+        client.close()
+        if cluster is not None:
+            # a worker that has run torch takes seconds to exit on a small, loaded machine (library teardown, no
+            # Python frame left); LocalCluster.close lets each nanny's worker 4 s, then kills it with a warning on
+            # every run: close the nannies first, each with a longer grace
+            with contextlib.suppress(Exception):
+                cluster.sync(_close_nannies, list(cluster.workers.values()), CLUSTER_CLOSE_S)
+            cluster.close()
+    return statuses, stopped

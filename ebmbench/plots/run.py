@@ -18,6 +18,17 @@ from ebmbench.samplers.trace import recording
 from ebmbench.serialization import load_tensors
 
 
+def not_drawn(run: Run, what: str) -> bool:
+    """True, with a line saying why, when the run did not end ok: a diverged model's figures would show NaNs or
+    raise, and its result row already says where and why it stopped."""
+    if run.status == "ok":
+        return False
+    trained = run.trained
+    why = f"{run.status} at step {trained.steps}: {trained.reason}" if trained else "it did not train"
+    print(f"no {what}: the run {why}")
+    return True
+
+
 def samples_figure(run: Run, path: Path | None = None) -> plt.Figure:
     """Test data beside each evaluation sampler's samples; saved as the run's samples.png."""
     panels = [("test data", run.dataset.test)] + [
@@ -34,6 +45,8 @@ def samples_figure(run: Run, path: Path | None = None) -> plt.Figure:
 
 def energy_landscape(run: Run) -> plt.Figure | None:
     """exp(-E) of the model beside the true density on the support box (2D energies only)."""
+    if not_drawn(run, "energy landscape"):
+        return None
     if not run.model.has("energy") or run.model.support.dim != 2:
         return None
     box, n = run.model.support, 200
@@ -91,6 +104,8 @@ def _n(run: Run) -> int:
 def trajectory(run: Run, sampler: str, n_frames: int, title: str) -> plt.Figure | None:
     """``n_frames`` evenly spaced states of the run's ``sampler`` at its evaluated budget (None: not evaluated);
     ``title`` may use {label} and the budget's keys."""
+    if not_drawn(run, "sampler trajectory"):
+        return None
     plan = planned(run, sampler)
     if plan is None:
         return None
@@ -107,7 +122,9 @@ def chain_snapshots(run: Run, n_frames: int = 6) -> plt.Figure | None:
 
 def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
     """Energies of test data against energies of the model's own samples (default sampler)."""
-    if not run.model.has("energy") or run.status != "ok":
+    if not_drawn(run, "energy histograms"):
+        return None
+    if not run.model.has("energy"):
         return None
     gen = torch.Generator(run.model.device).manual_seed(run.cfg.seed + 11)
     label, name, budget = sampler_plan(run)[0]  # the method's first evaluation sampler, at its budget
@@ -127,6 +144,8 @@ def energy_histograms(run: Run, n: int = 500) -> plt.Figure | None:
 
 def long_run_chains(run: Run, factors: tuple[int, ...] = (1, 4, 16)) -> plt.Figure | None:
     """The run's Langevin chains far beyond the evaluated length: short-run models degrade, persistent ones hold."""
+    if not_drawn(run, "long-run chains"):
+        return None
     plan = planned(run, "langevin")
     if plan is None:
         return None
@@ -163,6 +182,8 @@ def samples_over_training(run: Run) -> plt.Figure | None:
 def annealed_trajectory(run: Run, n_frames: int = 6) -> plt.Figure | None:
     """The run's annealed Langevin chains (Song & Ermon 2019) at the end of evenly chosen noise levels, then after
     its final denoise step and projection, as evaluated."""
+    if not_drawn(run, "annealed Langevin trajectory"):
+        return None
     plan = planned(run, "annealed_langevin")
     if plan is None:
         return None

@@ -20,9 +20,15 @@ from ebmbench.plots.common import grid_2d, show_samples
 from ebmbench.serialization import load_tensors
 
 
-def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure:
-    """Curves recorded in curves.jsonl against the step."""
-    recs = [json.loads(ln) for ln in (Path(run_dir) / "curves.jsonl").read_text().splitlines() if ln]
+def training_curves(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> plt.Figure | None:
+    """Curves recorded in curves.jsonl against the step; a run with no curve rows (it diverged or stopped before
+    its first ``log_every``) gets a line saying so instead of a figure."""
+    path = Path(run_dir) / "curves.jsonl"
+    recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln] if path.exists() else []
+    if not recs:
+        print(f"no training curve: {path.name} has no rows (the run stopped before its first log_every step; "
+              "its result says why)")
+        return None
     frame = pd.DataFrame(recs)
     keys = tuple(k for k in keys if k in frame) or ("loss",)
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 2.8), squeeze=False)
