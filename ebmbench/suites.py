@@ -458,7 +458,7 @@ class SuiteSummary:
 
 NOT_STARTED = "not started"
 CLUSTER_CLOSE_S = 60
-TEMP_PATTERNS = (".results.*.parquet", "runs/*/.*.tmp", ".*.tmp")  # results.aggregate's and atomic writes' temps
+TEMP_PATTERNS = (".*.tmp", "runs/*/.*.tmp", ".results.*.parquet")  # atomic writes' (older: aggregate's own)
 
 
 def remove_temp_files(suite_dir: Path) -> list[Path]:

@@ -364,3 +364,240 @@ def test_real_checkpoints_hold_only_tensors_and_primitives(finished):
     ckpt = torch.load(finished.run_dir / training.CHECKPOINT, weights_only=True)
     assert ckpt["step"] == 20 and isinstance(ckpt["generator"], torch.Tensor)
     assert np.isfinite(ckpt["wall_s"])
+
+
+# --- issue 22: reliability round 3 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_crafted_checkpoint_runs_no_code_through_compose_or_study(finished, tmp_path):
+    from ebmbench import compose, study
+    from ebmbench.serialization import CheckpointError
+
+    results, run_dir = copy_of(finished, tmp_path)
+    saved = json.loads((run_dir / "config.json").read_text())
+    ckpt = torch.load(run_dir / training.CHECKPOINT, weights_only=True)
+    marker = tmp_path / "payload_ran"
+    torch.save({**ckpt, "ema": Payload(marker)}, run_dir / training.CHECKPOINT)  # the ema entry, as reported
+    with pytest.raises(CheckpointError, match="could not be read"):
+        compose.load_component(str(results), NAME, run_dir.name, saved["config_hash"])
+    with pytest.raises(CheckpointError, match="could not be read"):
+        study.load_trained(run_dir)
+    assert not marker.exists()
+
+
+def test_the_code_version_is_the_code_not_results_or_suite_files():
+    import uuid
+
+    from ebmbench.results import code_version
+
+    root, tag = Path(suites.ROOT), uuid.uuid4().hex[:8]
+    made = [root / f"results-{tag}" / "runs" / "x" / "result.json", root / "suites" / f"probe-{tag}.yaml"]
+    probe = root / "ebmbench" / f"_probe_{tag}.txt"
+    before = code_version()
+    try:
+        for path in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+        assert code_version() == before  # results inside the checkout, an untracked suite file: the same code
+        probe.write_text("an untracked file of the package")
+        assert code_version() != before  # the package's own files are the code
+    finally:
+        probe.unlink(missing_ok=True)
+        made[1].unlink(missing_ok=True)
+        shutil.rmtree(root / f"results-{tag}", ignore_errors=True)
+    assert code_version() == before
+
+
+@pytest.mark.slow
+def test_results_and_an_edited_suite_inside_the_checkout_still_skip_finished_runs(finished):
+    import uuid
+
+    inside = Path(suites.ROOT) / f"results-inside-{uuid.uuid4().hex[:8]}"  # untracked, not ignored by git
+    try:
+        shutil.copytree(finished.results, inside)
+        suite = inside / "suite.yaml"
+        shutil.copy(finished.suite, suite)
+        code, out, err = cli_main("run", str(suite), "--results-dir", str(inside), "--no-report")
+        assert code == 0 and "1 skipped (finished)" in out, out + err
+        doc = yaml.safe_load(suite.read_text())
+        suite.write_text(yaml.safe_dump({**doc, "description": "edited: another entry, a note"}))
+        code, out, err = cli_main("run", str(suite), "--results-dir", str(inside), "--no-report")
+        assert code == 0 and "1 skipped (finished)" in out, out + err
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
+
+
+FAMILIES = [("pcd_ebm", "eight_gaussians", {}), ("ddpm", "eight_gaussians", DDPM), ("ncsn", "eight_gaussians", {}),
+            ("sngan", "eight_gaussians", {}), ("realnvp", "eight_gaussians", {}),
+            ("rbm_cd", "digits_binary", {"lr": 1.0e30})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, dataset, extra", FAMILIES, ids=[m for m, _, _ in FAMILIES])
+def test_a_divergence_at_step_one_is_a_diverged_row_in_every_notebook(method, dataset, extra, tmp_path, capsys):
+    """Every code cell of the method's notebook, in order, in this process (what papermill runs, without a
+    kernel's start-up): with lr 1e3 training diverges at step 1, before any curve row."""
+    import matplotlib
+
+    from ebmbench.builtins import METHODS
+
+    matplotlib.use("Agg")
+    notebook = suites.NOTEBOOKS_DIR / METHODS.get(method).notebook
+    params = {**DEFAULTS, "lr": 1.0e3, **extra, "dataset": dataset, "method": method, "suite": "div",
+              "results_dir": str(tmp_path)}
+    namespace = dict(params)
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            exec(compile(cell.source, str(notebook), "exec"), namespace)  # noqa: S102 (the notebook's own cells)
+    record = json.loads((namespace["r"].run_dir / "result.json").read_text())
+    assert record["run_status"] == "diverged"
+    assert record["rows"][0]["reason"].startswith("diverged at step 1: ")
+    assert "no training curve" in capsys.readouterr().out  # the figure says why it is missing
+
+
+def broken_kernel(root: Path, python: str) -> Path:
+    """A Jupyter path whose kernel spec 'python3' starts ``python``."""
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [python, "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "display_name": "broken",
+                                                  "language": "python"}))
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("python", ["no-ipykernel", "missing"])
+def test_a_kernel_that_cannot_start_is_a_retried_failed_row_and_the_suite_goes_on(python, tmp_path, monkeypatch):
+    exe = tmp_path / "python-without-ipykernel"
+    exe.write_text("#!/bin/sh\nexit 1\n")  # exits before replying to kernel_info, as a Python lacking ipykernel
+    exe.chmod(0o755)
+    target = str(exe) if python == "no-ipykernel" else str(tmp_path / "no-such-python")
+    monkeypatch.setenv("JUPYTER_PATH", str(broken_kernel(tmp_path / "jupyter", target)))
+    suite = write_suite(tmp_path, {"seeds": [0, 1]})
+    code, out, err = cli_main("run", suite, "--results-dir", str(tmp_path / "results"), "--no-report",
+                              "--retries", "1")
+    assert code == 1 and "Traceback" not in err and "permissions" not in err
+    rows = load_results(tmp_path / "results" / NAME)
+    assert sorted(rows.seed) == [0, 1] and set(rows.run_status) == {"failed"}  # both runs tried, both rows
+    for reason in rows.reason:
+        assert "infrastructure failure after 2 attempts: the notebook kernel did not start" in reason
+        assert f"kernel spec 'python3' ({tmp_path / 'jupyter'}" in reason and f"runs {target}" in reason
+        assert "-m pip install ipykernel" in reason and len(reason.splitlines()) == 1
+    assert (tmp_path / "results" / NAME / "results.parquet").exists()
+
+
+def test_an_aliased_or_huge_seeds_list_is_one_short_line(tmp_path):
+    import time
+
+    lines = ["a0: &a0 [0, 0, 0, 0, 0, 0, 0, 0, 0]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*lines, "name: bomb", "runs:", "  - datasets: [eight_gaussians]", "    methods: [ddpm]",
+                               "    seeds: *a7", ""]))
+    t0 = time.perf_counter()
+    code, out, err = cli_main("run", str(bomb), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and len(err) < 2000 and time.perf_counter() - t0 < 10, err[:3000]
+    assert "'seeds' must be a non-empty list of int" in err
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"name": "huge", "runs": [{"datasets": ["eight_gaussians"], "methods": ["ddpm"],
+                                                              "seeds": list(range(5000))}]}))
+    code, out, err = cli_main("run", str(huge), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "'seeds' lists 5000 values; at most 1000 are allowed in one entry" in err
+
+
+@pytest.mark.parametrize("flag, value, valid", [("--methods", "ddpm,pcd_ebn", "ddpm"),
+                                                 ("--datasets", "eight_gausians", "eight_gaussians")])
+def test_an_unknown_name_in_a_slice_is_refused_with_the_valid_ones(flag, value, valid, tmp_path):
+    code, out, err = cli_main("run", write_suite(tmp_path), flag, value, "--dry-run")
+    assert code == 2 and out == ""
+    assert f"its {flag[2:]} are: {valid}" in err and value.split(",")[-1] in err
+
+
+def test_a_full_disk_stops_the_suite_with_the_path_a_failed_row_and_the_parquet(tmp_path):
+    suite = write_suite(tmp_path, {"seeds": [0, 1]})
+    results = tmp_path / "results"
+    _, runs = suites.load_suite(suite, str(results))
+    full = runs[0].run_dir / "notebook.ipynb"
+    full.parent.mkdir(parents=True)
+    full.symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    code, out, err = cli_main("run", suite, "--results-dir", str(results))
+    assert code == 1 and "Traceback" not in err
+    assert f"error: suite stopped: {full}: No space left on device" in err
+    assert "stopped early" in out and "runs not started: 1" in out
+    rows = load_results(results / NAME)
+    assert list(rows.run_id) == [runs[0].cfg.run_id] and f"{full}: No space left" in rows.reason.iloc[0]
+    assert not (runs[1].run_dir / "result.json").exists() and (results / NAME / "results.parquet").exists()
+
+
+def test_aggregate_on_a_full_disk_names_the_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    suite_dir = tmp_path / "s"
+    (suite_dir / "runs").mkdir(parents=True)
+
+    def full(self, path, **kwargs):
+        Path(path).write_bytes(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    with pytest.raises(OSError) as caught:
+        aggregate(suite_dir)
+    assert caught.value.filename == str(suite_dir / "results.parquet")
+    assert sorted(p.name for p in suite_dir.iterdir()) == ["runs"]
+
+
+def test_a_new_run_removes_temp_files_an_interrupted_one_left(tmp_path, monkeypatch):
+    suite = write_suite(tmp_path)
+    results = tmp_path / "results"
+    _, runs = suites.load_suite(suite, str(results))
+    left = [results / NAME / ".results.k2j3.parquet", results / NAME / ".results.parquet.ab12.tmp",
+            runs[0].run_dir / ".result.json.x1y2.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    monkeypatch.setattr(suites, "execute_with_retries", lambda spec, *a: "ok")
+    suites.run_suite(runs, NAME, progress=False)
+    assert not any(p.exists() for p in left)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suites, "run_suite", interrupted)
+    code, out, err = cli_main("run", write_suite(tmp_path), "--results-dir", str(tmp_path / "r"))
+    assert code == 130 and len(err.strip().splitlines()) == 1
+    assert err.strip().startswith("interrupted: finished runs are saved") and "again to go on" in err
+
+
+def test_ctrl_c_inside_the_kernel_stops_the_suite_instead_of_failing_the_run(tmp_path, monkeypatch):
+    import papermill as pm
+
+    def kernel_interrupted(*args, **kwargs):
+        raise pm.PapermillExecutionError(3, 1, "run.fit(r)", "KeyboardInterrupt", "", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", kernel_interrupted)
+    _, runs = suites.load_suite(write_suite(tmp_path), str(tmp_path / "r"))
+    with pytest.raises(KeyboardInterrupt):
+        suites.execute(runs[0])
+    assert not (runs[0].run_dir / "result.json").exists()  # no failed row: the run resumes on the next start
+
+
+def test_a_partial_report_says_so_at_the_top(tmp_path):
+    suite_dir = tmp_path / NAME
+    done, pending = "eight_gaussians__ddpm__s0__aaaaaaaa", "eight_gaussians__ddpm__s1__bbbbbbbb"
+    (suite_dir / "runs" / done).mkdir(parents=True)
+    (suite_dir / "runs" / done / "result.json").write_text("{}")
+    (suite_dir / "suite.json").write_text(json.dumps({"name": NAME, "run_ids": [done, pending]}))
+    assert report.partial_line(suite_dir) == f"partial: 1 of 2 runs finished; pending: {pending}"
+    frame = pd.DataFrame({"run_id": [done], "run_status": ["ok"], "dataset": ["eight_gaussians"],
+                          "git_commit": ["c"], "git_dirty": [False]})
+    assert report.header(frame, suite_dir).startswith(f"**partial: 1 of 2 runs finished; pending: {pending}**")
+    (suite_dir / "runs" / pending).mkdir()
+    (suite_dir / "runs" / pending / "result.json").write_text("{}")
+    assert report.partial_line(suite_dir) == ""
+    with suites.suite_lock(suite_dir):  # a run executing the suite holds its lock
+        line = report.partial_line(suite_dir)
+    assert line.startswith("partial: 2 of 2 runs finished (a run is executing the suite now: pid ")

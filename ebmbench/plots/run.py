@@ -19,13 +19,12 @@ from ebmbench.serialization import load_tensors
 
 
 def not_drawn(run: Run, what: str) -> bool:
-    """True, with a line saying why, when the run did not end ok: a diverged model's figures would show NaNs or
-    raise, and its result row already says where and why it stopped."""
-    if run.status == "ok":
-        return False
+    """True, with a line saying why, when training stopped early (diverged): that model's figures would show NaNs
+    or raise, and its result row already says where and why it stopped. An untrained model is drawn."""
     trained = run.trained
-    why = f"{run.status} at step {trained.steps}: {trained.reason}" if trained else "it did not train"
-    print(f"no {what}: the run {why}")
+    if trained is None or trained.status == "ok":
+        return False
+    print(f"no {what}: the run {trained.status} at step {trained.steps}: {trained.reason}")
     return True
 
 
