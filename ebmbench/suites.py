@@ -321,6 +321,10 @@ class InfrastructureError(RuntimeError):
     """The kernel did not start or died, or the notebook ended without its completion marker and without an error."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C reached the notebook's kernel: the suite stops; the run keeps its checkpoint and resumes later."""
+
+
 class StorageError(OSError):
     """A run's folder cannot be written (disk full, quota, read-only): every later run would fail the same way,
     so the suite stops, keeping what finished."""
@@ -378,7 +382,7 @@ def execute(spec: RunSpec, *, timeout_s: float | None = None) -> str:
                                 timeout_func=lambda cell: max(1.0, deadline - time.monotonic()))
     except pm.PapermillExecutionError as err:
         if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel too: the suite stops, the run resumes later
-            raise KeyboardInterrupt from None
+            raise Interrupted(f"{spec.cfg.run_id} was interrupted") from None
         record_failure(spec, f"notebook raised {err.ename}: {err.evalue}")
         return "failed"
     except CellTimeoutError:
@@ -457,7 +461,7 @@ class SuiteSummary:
 
 
 NOT_STARTED = "not started"
-CLUSTER_CLOSE_S = 60
+CLUSTER_CLOSE_S, INTERRUPTED_CLOSE_S = 60, 10
 TEMP_PATTERNS = (".*.tmp", "runs/*/.*.tmp", ".results.*.parquet")  # atomic writes' (older: aggregate's own)
 
 
@@ -522,6 +526,8 @@ def _run_serial(todo: list[RunSpec], name: str, retries: int, timeout_s: float |
     for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
         try:
             statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
+        except Interrupted:
+            raise KeyboardInterrupt from None
         except StorageError as err:
             statuses[spec.cfg.run_id] = "failed"
             return statuses, record_storage_failure(spec, err)
@@ -534,19 +540,30 @@ async def _close_nannies(nannies: list[Any], timeout_s: float) -> None:
     await asyncio.gather(*(n.close(timeout=timeout_s) for n in nannies))
 
 
+def _ignore_sigint() -> None:
+    """In a Dask worker: Ctrl-C in the terminal reaches every process of its group; the worker leaves it to the
+    suite's process (which closes the cluster in order) and to the notebook's kernel (which stops its cell)."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the worker's main thread: nothing to change
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
               timeout_s: float | None, progress: bool) -> tuple[dict[str, str], str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers); a storage error cancels the
-    runs not yet finished. The client closes before the cluster, also on Ctrl-C."""
+    runs not yet finished. The client closes before the cluster, also on Ctrl-C (then quietly, and at once)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     statuses: dict[str, str] = {}
-    stopped = ""
+    stopped, interrupted = "", False
     client = Client(scheduler or cluster)
+    futures: dict[Any, RunSpec] = {}
     try:
-        futures: dict[Any, RunSpec] = {}
+        if cluster is not None:
+            client.run(_ignore_sigint)
         by_id: dict[str, Any] = {}
         for spec in todo:  # a composition waits for the futures of the runs it needs (finished ones have none)
             needs = [by_id[i] for i in getattr(spec, "needs", ()) if i in by_id]
@@ -563,10 +580,19 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
                 stopped = record_storage_failure(spec, err)
                 client.cancel([f for f in futures if not f.done()])
                 break
+            except Interrupted:
+                raise KeyboardInterrupt from None
             except Exception as err:  # retries exhausted: the run is a failed row, never a gap
                 why = f"{type(err).__name__}: {err}"
                 record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
                 statuses[spec.cfg.run_id] = "failed"
+    except KeyboardInterrupt:
+        interrupted = True
+        for logger in ("distributed", "tornado", "asyncio"):  # the shutdown of an interrupted cluster is noisy
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures))
+        raise
     finally:
         client.close()
         if cluster is not None:
@@ -574,6 +600,7 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
             # Python frame left); LocalCluster.close lets each nanny's worker 4 s, then kills it with a warning on
             # every run: close the nannies first, each with a longer grace
             with contextlib.suppress(Exception):
-                cluster.sync(_close_nannies, list(cluster.workers.values()), CLUSTER_CLOSE_S)
+                cluster.sync(_close_nannies, list(cluster.workers.values()),
+                             INTERRUPTED_CLOSE_S if interrupted else CLUSTER_CLOSE_S)
             cluster.close()
     return statuses, stopped

@@ -580,8 +580,10 @@ def test_ctrl_c_inside_the_kernel_stops_the_suite_instead_of_failing_the_run(tmp
 
     monkeypatch.setattr(pm, "execute_notebook", kernel_interrupted)
     _, runs = suites.load_suite(write_suite(tmp_path), str(tmp_path / "r"))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(suites.Interrupted):
         suites.execute(runs[0])
+    with pytest.raises(KeyboardInterrupt):
+        suites.run_suite(runs, NAME, progress=False)
     assert not (runs[0].run_dir / "result.json").exists()  # no failed row: the run resumes on the next start
 
 
