@@ -39,6 +39,7 @@ SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "composition
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
+MAX_SUITE_BYTES = 1_000_000  # the committed suites are a few kB
 
 
 QUIET = ("Passed unknown parameter", "Timeout waiting for execute reply", "Error occurred while starting new kernel")
@@ -91,7 +92,12 @@ def suite_path(name_or_path: str) -> Path:
 
 
 def read_suite_file(path: Path) -> dict[str, Any]:
-    """The suite file's YAML mapping; a syntax error becomes one line with its position."""
+    """The suite file's YAML mapping; a syntax error becomes one line with its position. A file over
+    ``MAX_SUITE_BYTES`` is refused before it is parsed."""
+    size = path.stat().st_size
+    if size > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: {size} bytes; a suite file may have at most {MAX_SUITE_BYTES} (list seeds and "
+                         "runs, not their expansion)")
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -505,6 +505,9 @@ def test_an_aliased_or_huge_seeds_list_is_one_short_line(tmp_path):
     code, out, err = cli_main("run", str(huge), "--dry-run", "--results-dir", str(tmp_path / "r"))
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert "'seeds' lists 5000 values; at most 1000 are allowed in one entry" in err
+    huge.write_text(huge.read_text().replace("- 4999\n", "- 4999\n" + "      - 0\n" * 150_000))  # over 1 MB
+    code, out, err = cli_main("run", str(huge), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "a suite file may have at most 1000000" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("flag, value, valid", [("--methods", "ddpm,pcd_ebn", "ddpm"),
