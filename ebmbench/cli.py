@@ -1,4 +1,4 @@
-"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`."""
+"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`, `ebmbench fetch ITEM`."""
 
 from __future__ import annotations
 
@@ -138,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", default="results")
     rep.set_defaults(fn=cmd_report)
     sub.add_parser("list", help="datasets, methods, samplers, metrics and suites").set_defaults(fn=cmd_list)
+    from ebmbench import fetch  # `ebmbench fetch`: datasets and Inception weights (ebmbench/fetch.py)
+
+    fetch.configure_parser(sub.add_parser("fetch", help="download datasets and the Inception weights"), fetch.main)
     return p
 
 
