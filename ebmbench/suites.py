@@ -31,7 +31,7 @@ from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance,
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions"}  # compositions: ebmbench/compose.py
-ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
+ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study", "label"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 LOCK = ".lock"
 
@@ -62,6 +62,7 @@ class RunSpec:
     notebook: Path
     timeout_s: float = DEFAULT_TIMEOUT_S
     trial: dict[str, Any] | None = None  # a study's record of this run (ebmbench/study.py): role, draw seed, budget
+    label: str = ""  # the suite entry's `label` (a recipe name, e.g. ddpm_budget): `ebmbench run --only` selects by it
 
     @property
     def run_dir(self) -> Path:
@@ -167,6 +168,9 @@ def entry_problems(where: str, entry: Any) -> list[str]:
         from ebmbench.study import study_problems
 
         problems += study_problems(where, entry["study"], entry.get("methods") or [])
+    if not config_mod.SUITE_NAME.fullmatch(str(entry.get("label", "x"))):
+        problems.append(f"{where}: 'label' names the entry for --only: letters, digits, '.', '_', '-'; "
+                        f"got {entry['label']!r}")
     return problems + _timeout_problems(where, entry)
 
 
@@ -225,7 +229,7 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                     continue
                 # inject every resolved parameter: the notebook's own defaults must never apply in a suite
                 runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout,
-                                    trial))
+                                    trial, entry.get("label", "")))
     problems += _problem_lines(bad)
     if not entries:
         problems.append(f"{path}: the suite lists no runs; add entries under runs:")
@@ -381,12 +385,13 @@ class SuiteSummary:
 
 def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
               retries: int = 2, timeout_s: float | None = None, progress: bool = True,
-              manifest: list[str] | None = None) -> SuiteSummary:
+              manifest: list[str] | None = None, estimates: dict[str, float] | None = None) -> SuiteSummary:
     """Execute every unfinished run, serially (workers=0) or as Dask tasks, then aggregate.
 
     Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
     (e.g. a dask-jobqueue cluster's address). Rerunning skips runs whose config hash and
     commit match a finished (ok or diverged) result. ``timeout_s`` overrides every run's wall-clock limit.
+    ``estimates`` (seconds by run id, ebmbench/estimate.py) give the progress bar its ETA.
     """
     code = provenance("cpu")
     t0 = time.perf_counter()
@@ -397,12 +402,14 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, code)}
     todo = [s for s in runs if s.cfg.run_id not in statuses]
     if workers or scheduler:
-        statuses.update(_run_dask(todo, name, workers, scheduler, retries, timeout_s, progress))
+        statuses.update(_run_dask(todo, name, workers, scheduler, retries, timeout_s, progress, estimates))
     else:
-        from tqdm.auto import tqdm
+        from ebmbench.estimate import EtaBar
 
-        for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
-            statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
+        with EtaBar([s.cfg.run_id for s in todo], estimates, f"suite {name}", disable=not progress) as bar:
+            for spec in todo:
+                statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
+                bar.done(spec.cfg.run_id)
     suite_dir = runs[0].run_dir.parent.parent
     atomic_write_json(suite_dir / MANIFEST, {"name": name, "run_ids": manifest or [s.cfg.run_id for s in runs]})
     aggregate(suite_dir)
@@ -411,10 +418,11 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
 
 
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
-              timeout_s: float | None, progress: bool) -> dict[str, str]:
+              timeout_s: float | None, progress: bool, estimates: dict[str, float] | None = None) -> dict[str, str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers)."""
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
+
+    from ebmbench.estimate import EtaBar
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     statuses: dict[str, str] = {}
@@ -426,15 +434,17 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
             future = client.submit(execute_after, spec, *needs, timeout_s=timeout_s, retries=retries, pure=False,
                                    key=f"{name}-{spec.cfg.run_id}")
             futures[future], by_id[spec.cfg.run_id] = spec, future
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"suite {name}", unit="run",
-                           disable=not progress):
-            spec = futures[future]
-            try:
-                statuses[spec.cfg.run_id] = future.result()
-            except Exception as err:  # retries exhausted: the run is a failed row, never a gap
-                why = f"{type(err).__name__}: {err}"
-                record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
-                statuses[spec.cfg.run_id] = "failed"
+        with EtaBar([s.cfg.run_id for s in todo], estimates, f"suite {name}", disable=not progress,
+                    workers=workers or None) as bar:
+            for future in as_completed(futures):
+                spec = futures[future]
+                try:
+                    statuses[spec.cfg.run_id] = future.result()
+                except Exception as err:  # retries exhausted: the run is a failed row, never a gap
+                    why = f"{type(err).__name__}: {err}"
+                    record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
+                    statuses[spec.cfg.run_id] = "failed"
+                bar.done(spec.cfg.run_id)
     if cluster is not None:
         cluster.close()
     return statuses
