@@ -144,15 +144,19 @@ class StandIn(nn.Module):
         self.real, self.out_shape, self.example = real, None, None
         self.anchor = nn.Parameter(torch.zeros(()))  # keeps .parameters() non-empty (model.device)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         x = args[0]
         if self.out_shape is None:
             one = [a[:1] if isinstance(a, Tensor) and a.dim() and len(a) == len(x) else a for a in args]
             self.example = ([a.detach() if isinstance(a, Tensor) else a for a in one], kwargs)
             with torch.no_grad():
-                self.out_shape = tuple(self.real(*one, **kwargs).shape[1:])
+                out = self.real(*one, **kwargs)
+            self.out_shape = [tuple(t.shape[1:]) for t in out] if isinstance(out, tuple) else tuple(out.shape[1:])
         link = x.reshape(len(x), -1)[:, :1].sum(1) * 0.0  # zero, but on the input's autograd graph
-        return torch.zeros(len(x), *self.out_shape, device=x.device) + link.reshape(-1, *[1] * len(self.out_shape))
+
+        def zeros(shape: tuple[int, ...]) -> Tensor:
+            return torch.zeros(len(x), *shape, device=x.device) + link.reshape(-1, *[1] * len(shape))
+        return tuple(zeros(s) for s in self.out_shape) if isinstance(self.out_shape, list) else zeros(self.out_shape)
 
 
 def sampler_calls(model: GenerativeModel, sampler: str, budget: dict[str, Any], n: int = 2
@@ -212,6 +216,20 @@ def inception_cost(device: str) -> NetCost:
     net = inception_v3(weights=None, aux_logits=False, init_weights=False).eval().to(device)
     example = ([torch.zeros(1, 3, 299, 299, device=device)], {})
     return net_cost(net, example, torch.device(device), 2 * CPU_STEP_FLOPS if device == "cpu" else None)
+
+
+def inception_present() -> bool:
+    """Whether the Inception weights are where runs look: without them the *_inception rows are not_applicable
+    (no cost)."""
+    import os
+
+    from ebmbench.metrics.fidelity import INCEPTION_WEIGHTS_ENV, MissingWeightsError, inception_weights
+
+    try:
+        inception_weights(os.environ.get(INCEPTION_WEIGHTS_ENV))
+        return True
+    except MissingWeightsError:
+        return False
 
 
 @cache
@@ -291,8 +309,10 @@ def fidelity_part(name: str, cfg: RunConfig, dataset_name: str, images: int, n_t
     if dataset_name not in IMAGE_SHAPES and dataset_name != "digits":
         return []
     parts = []
-    for suffix, cost_of in (("inception", lambda: inception_cost(device)),
-                            ("domain", lambda: domain_cost(dataset_name, device))):
+    extractors: list[tuple[str, Callable[[], NetCost]]] = [("domain", lambda: domain_cost(dataset_name, device))]
+    if inception_present():  # else its rows are not_applicable: no cost
+        extractors.insert(0, ("inception", lambda: inception_cost(device)))
+    for suffix, cost_of in extractors:
         if any(m.endswith(f"_{suffix}") and not cfg.skipped(m) for m in wanted):
             cost = cost_of()
             parts.append(Part(f"{name}:{suffix}", images * cost.fwd_flops, images * cost.fwd_s,
@@ -362,12 +382,15 @@ def sampling_parts(model: GenerativeModel, cfg: RunConfig, n_test: int, dataset_
         n = cfg.n_eval_samples
         parts.append(Part(f"eval:{label}", n * f, n * s, f"{n} samples x {nfe:g} NFE ({grads:g} input gradients)"))
         parts += fidelity_part(f"eval:{label}", cfg, dataset_name, n, n_test, str(device), sample_metrics)
+    if len(model.support.shape) == 3 and not inception_present():
+        notes.append("the *_inception rows cost nothing here: the Inception weights are absent, so they are "
+                     "not_applicable (`ebmbench fetch inception` gets them)")
     # the test reference and the training-data floor: computed once (cached across runs; counted per run here)
     parts += fidelity_part("eval:reference+floor", cfg, dataset_name, n_test + cfg.n_eval_samples, n_test,
                            str(device), sample_metrics)
     metric_parts, skipped = model_metric_parts(model, cfg, net, n_test)
     if skipped:
-        notes.append(f"not estimated (2D quadrature metrics, not applicable to images): {', '.join(skipped)}")
+        notes.append(f"not estimated: {', '.join(skipped)} (quadrature on a 2D grid; not applicable to images)")
     return parts + metric_parts, notes
 
 
