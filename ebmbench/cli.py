@@ -84,12 +84,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_estimate:
             from ebmbench.estimate import report
 
-            report(runs)
+            report(runs, workers=args.workers)
         return 0
     suite_dir = Path(args.results_dir).resolve() / name
     check_writable(suite_dir)
     with suite_lock(suite_dir):
-        estimates = None if args.no_estimate else announce(runs)
+        estimates = None if args.no_estimate else announce(runs, args.workers)
         summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
                             timeout_s=args.timeout, manifest=every, estimates=estimates)
         print("\n".join(summary.lines()))
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed or not reports_ok else 0
 
 
-def announce(runs: list) -> dict[str, float]:
+def announce(runs: list, workers: int = 0) -> dict[str, float]:
     """Print the estimated hours of the runs not yet finished, before any starts (ebmbench/estimate.py)."""
     from ebmbench.estimate import report
     from ebmbench.results import provenance
@@ -106,7 +106,7 @@ def announce(runs: list) -> dict[str, float]:
     code = provenance("cpu")
     todo = [r for r in runs if not is_finished(r, code)]
     print(f"{len(todo)} of {len(runs)} runs to do; estimating their cost (--no-estimate skips this)", flush=True)
-    return report(todo) if todo else {}
+    return report(todo, workers=workers) if todo else {}
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -405,6 +405,18 @@ def network_cost(model: GenerativeModel, cfg: RunConfig) -> NetCost:
     return net_cost(model.net.net, example, model.device, CPU_STEP_FLOPS if model.device.type == "cpu" else None)
 
 
+@cache
+def startup_seconds() -> float:
+    """Seconds a fresh Python takes to import the run machinery here: each run pays it in its kernel (measured once
+    per process; the kernel's own start, about a second more, is not counted)."""
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import ebmbench.run"], check=False, capture_output=True, timeout=300)
+    return time.perf_counter() - start
+
+
 def estimate_run(cfg: RunConfig) -> RunEstimate:
     """The run's cost on its resolved device, measured here for a few seconds; global RNG and threads restored."""
     rng, threads = torch.get_rng_state(), torch.get_num_threads()
@@ -414,6 +426,8 @@ def estimate_run(cfg: RunConfig) -> RunEstimate:
         dataset, n_test, data_kind = proxy_dataset(cfg.dataset)
         model = METHODS.get(cfg.method).build(dataset, cfg.method_params).to(cfg.device)
         est = RunEstimate(cfg.run_id, cfg.method, cfg.device, notes=[f"data: {data_kind}"])
+        start = startup_seconds()
+        est.parts.append(Part("start", 0.0, start, f"imports in a fresh Python: {start:.1f} s (measured)"))
         net = network_cost(model, cfg)
         train, trained = train_part(model, cfg, dataset.train, lambda: net.grad_flops / net.grad_s)
         est.parts.append(train)
@@ -507,6 +521,8 @@ class EtaBar:
 
     def eta(self) -> str:
         known = [v for v in self.left.values() if v is not None]
+        if not self.left:
+            return "done"
         if not known:
             return "no estimate"
         elapsed = time.perf_counter() - self.start
@@ -547,8 +563,8 @@ def select(runs: list[Any], only: str) -> list[Any]:
     return [r for r in runs if r.label in wanted or r.cfg.method in wanted or r.cfg.run_id in wanted]
 
 
-def report(runs: list[Any], assumed: dict[str, float] | None = None, log: Callable[[str], None] = print
-           ) -> dict[str, float]:
+def report(runs: list[Any], assumed: dict[str, float] | None = None, log: Callable[[str], None] = print,
+           workers: int = 0) -> dict[str, float]:
     """Estimate every run (compositions excluded), print the table and the basis; seconds by run id."""
     configs = [r.cfg for r in runs if not getattr(r, "needs", None)]
     t0 = time.perf_counter()
@@ -559,6 +575,10 @@ def report(runs: list[Any], assumed: dict[str, float] | None = None, log: Callab
     labels = {r.cfg.run_id: r.label for r in runs if getattr(r, "label", "")}
     for line in table(estimates, assumed, labels):
         log("  " + line)
+    if workers > 1:
+        total = sum(e.seconds for e in estimates.values())
+        log(f"  on {workers} workers: about {fmt_duration(total / workers)} if the machine has cores for all of them "
+            "(the hours above are one run after another)")
     rate = ", ".join(f"{k}: {v / 1e12:g} TFLOP/s" for k, v in (assumed or ASSUMED_FLOPS).items())
     log(f"  device hours are counted FLOPs at the throughput measured here; the assumed-rate columns ({rate}) are "
         "an assumption, not a measurement (benchmarks/gpu_check.py measures a GPU)")
