@@ -2,7 +2,8 @@
 
 For each run: the FLOPs of one training step are counted (``metrics.cost.count_flops``, as ``training.step_flops``)
 at a small batch on data of the dataset's shape (random bytes where the files are absent: no download needed) and
-scaled linearly to the run's batch; a few real steps at that batch are timed on the run's device. Each evaluation
+scaled linearly to the run's batch; a few real steps at that batch are timed on the run's device where they are cheap
+(else the step is priced at the network's measured FLOP/s). Each evaluation
 sampler is run once at its full budget with a zero-cost stand-in for the network, so that the model's own
 ``CountingNet`` counts its network evaluations and input gradients per sample; one evaluation of the real network
 (forward, and forward plus input gradient) is counted and timed at a small batch. Metrics add what they feed
@@ -42,8 +43,9 @@ from ebmbench.training import curve_steps
 # Sustained FLOP/s assumed for hardware this machine cannot measure (an assumption, not a measurement):
 # fp32 training with TF32 convolutions (PyTorch's default) on one H100 SXM reaches a fraction of its 495 TFLOP/s
 # dense TF32 peak on these small CIFAR-10 networks; 40 TFLOP/s (8 %) is the stated guess. benchmarks/gpu_check.py
-# measures the real rate on a GPU; --assume-flops overrides this one.
+# measures the real rate on a GPU; $EBMBENCH_ASSUMED_TFLOPS ("H100=40,A100=15") replaces these.
 ASSUMED_FLOPS = {"H100": 40e12}
+ASSUMED_ENV = "EBMBENCH_ASSUMED_TFLOPS"
 PF_ODE_NFE = 200  # assumed network evaluations per point of an adaptive dopri5 solve at tol 1e-5 (not measured)
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 PROXY_TRAIN = 2000  # images of a stand-in dataset (random bytes) when the real files are absent
@@ -465,11 +467,24 @@ def estimate_suite(configs: list[RunConfig], progress: Callable[[str], None] | N
     return out
 
 
+def assumed_rates() -> dict[str, float]:
+    """``ASSUMED_FLOPS``, or the rates of $EBMBENCH_ASSUMED_TFLOPS (name=TFLOP/s, comma-separated)."""
+    import os
+
+    text = os.environ.get(ASSUMED_ENV, "").strip()
+    if not text:
+        return ASSUMED_FLOPS
+    try:
+        return {k.strip(): float(v) * 1e12 for k, v in (item.split("=") for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise ValueError(f"${ASSUMED_ENV}={text!r}: write name=TFLOP/s pairs, e.g. H100=40,A100=15") from None
+
+
 def table(estimates: dict[str, RunEstimate], assumed: dict[str, float] | None = None,
           labels: dict[str, str] | None = None) -> list[str]:
     """Lines: each run's hours (train, curve points, evaluation, total) on its device, its FLOPs, the assumed-rate
     hours, and the totals."""
-    assumed, labels = ASSUMED_FLOPS if assumed is None else assumed, labels or {}
+    assumed, labels = assumed_rates() if assumed is None else assumed, labels or {}
     heads = [f"{k} h (assumed {v / 1e12:g} TFLOP/s)" for k, v in assumed.items()]
     lines = [" | ".join(["run", "device", "train h", "curve h", "eval h", "total h", "PFLOP", *heads])]
     tot_s = tot_f = 0.0
@@ -579,7 +594,7 @@ def report(runs: list[Any], assumed: dict[str, float] | None = None, log: Callab
         total = sum(e.seconds for e in estimates.values())
         log(f"  on {workers} workers: about {fmt_duration(total / workers)} if the machine has cores for all of them "
             "(the hours above are one run after another)")
-    rate = ", ".join(f"{k}: {v / 1e12:g} TFLOP/s" for k, v in (assumed or ASSUMED_FLOPS).items())
+    rate = ", ".join(f"{k}: {v / 1e12:g} TFLOP/s" for k, v in (assumed or assumed_rates()).items())
     log(f"  device hours are counted FLOPs at the throughput measured here; the assumed-rate columns ({rate}) are "
         "an assumption, not a measurement (benchmarks/gpu_check.py measures a GPU)")
     notes = sorted({n for e in estimates.values() for n in e.notes})

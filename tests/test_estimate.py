@@ -112,3 +112,17 @@ def test_dry_run_prints_hours_per_run_and_the_total(tmp_path, capsys, monkeypatc
 def test_seed_free_key_shares_one_estimate_across_seeds():
     a, b = small_cfg("ddpm"), dataclasses.replace(small_cfg("ddpm"), seed=3)
     assert a.run_id != b.run_id and estimate.seed_free_key(a) == estimate.seed_free_key(b)
+
+
+def test_table_sums_parts_and_prices_flops_at_the_assumed_rates(monkeypatch):
+    est = estimate.RunEstimate("r1", "ddpm", "cpu", [estimate.Part("train", 7.2e15, 3600.0, ""),
+                                                   estimate.Part("curve:x", 0.0, 1800.0, ""),
+                                                   estimate.Part("eval:x", 3.6e15, 5400.0, "")])
+    monkeypatch.setenv(estimate.ASSUMED_ENV, "A=1, B=2")
+    lines = estimate.table({"r1": est}, labels={"r1": "ddpm_budget"})
+    assert lines[0].endswith("A h (assumed 1 TFLOP/s) | B h (assumed 2 TFLOP/s)")
+    assert lines[1] == "ddpm_budget: r1 | cpu | 1 | 0.5 | 1.5 | 3 | 10.8 | 3 | 1.5"  # 1.08e16 FLOPs / 1e12 / 3600
+    assert lines[2] == "total |  |  |  |  | 3 | 10.8 | 3 | 1.5"
+    monkeypatch.setenv(estimate.ASSUMED_ENV, "H100")
+    with pytest.raises(ValueError, match="write name=TFLOP/s pairs"):
+        estimate.assumed_rates()
