@@ -124,11 +124,12 @@ def digest_ok(path: Path, remote: Remote, kind: str) -> bool:
 
 # --- downloads ------------------------------------------------------------------------------------------------
 
-def _unreachable(url: str, err: BaseException, remote: Remote, folder: Path) -> str:
-    reason = getattr(err, "reason", None) or err
-    return (f"could not download {url} ({reason}); connect this machine to the internet and rerun, set "
-            f"{MIRROR_ENV} to a mirror that serves <mirror>/<name>/{remote.filename}, or copy {remote.filename} "
-            f"into {folder} from a machine that has it")
+def _unreachable(tried: list[tuple[str, BaseException]], remote: Remote, folder: Path) -> str:
+    """One line: every URL tried with why it failed, and the three ways to get the file."""
+    urls = ", ".join(f"{url} ({getattr(err, 'reason', None) or err})" for url, err in tried)
+    return (f"could not download {urls}; connect this machine to the internet and rerun, set {MIRROR_ENV} to a "
+            f"mirror that serves <mirror>/<name>/{remote.filename}, or copy {remote.filename} into {folder} from a "
+            "machine that has it")
 
 
 def _mismatch(remote: Remote, url: str, got: str, what: str) -> str:
@@ -149,9 +150,9 @@ def _download_dataset_file(remote: Remote, tmp: Path, folder: Path, progress: bo
             break
         except (urllib.error.URLError, OSError, RuntimeError) as err:
             (tmp / remote.filename).unlink(missing_ok=True)
-            errors.append(_unreachable(url, err, remote, folder))
+            errors.append((url, err))
     else:
-        raise FetchError(" | ".join(errors))
+        raise FetchError(_unreachable(errors, remote, folder))
     path = tmp / remote.filename
     got = md5_of(path)
     if got != remote.digest:
@@ -219,10 +220,10 @@ def fetch_weights(item: Item, folder: Path, progress: bool = True) -> Path:
         except RuntimeError as err:  # torch hub: 'invalid hash value'; it deleted its partial file
             if "hash" in str(err):
                 raise FetchError(_mismatch(remote, url, str(err).split("got")[-1].strip(' ")'), "sha256")) from None
-            errors.append(_unreachable(url, err, remote, folder))
+            errors.append((url, err))
         except (urllib.error.URLError, OSError) as err:
-            errors.append(_unreachable(url, err, remote, folder))
-    raise FetchError(" | ".join(errors))
+            errors.append((url, err))
+    raise FetchError(_unreachable(errors, remote, folder))
 
 
 def fetch(names: list[str], root: str | Path | None = None, weights_dir: str | Path | None = None,
