@@ -1,4 +1,4 @@
-"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`."""
+"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`, `ebmbench fetch ITEM`."""
 
 from __future__ import annotations
 
@@ -78,21 +78,42 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"{', '.join(valid)}", file=sys.stderr)
                 return 2
             runs = [r for r in runs if getattr(r.cfg, field) in keep]
+    if args.only:  # one recipe (its entry's label), a method or a run id (ebmbench/estimate.py)
+        from ebmbench.estimate import select
+
+        runs = select(runs, args.only)
     if args.dry_run:
         for spec in runs:
             print(spec.cfg.run_id, spec.notebook.name)
+        if not args.no_estimate:
+            from ebmbench.estimate import report
+
+            report(runs, workers=args.workers)
         return 0
     suite_dir = Path(args.results_dir).resolve() / name
     check_writable(suite_dir)
     with suite_lock(suite_dir):
+        estimates = None if args.no_estimate else announce(runs, args.workers)
         summary = run_suite(runs, name, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
-                            timeout_s=args.timeout, manifest=every)
+                            timeout_s=args.timeout, manifest=every, estimates=estimates)
         print("\n".join(summary.lines()))
         reports_ok = args.no_report or bool(summary.stopped) or render_reports(summary.suite_dir)
     if summary.stopped:
         print(f"error: suite stopped: {summary.stopped}; reports not rendered (`ebmbench report {name}` renders "
               "what finished)", file=sys.stderr)
     return 1 if summary.failed or summary.stopped or not reports_ok else 0
+
+
+def announce(runs: list, workers: int = 0) -> dict[str, float]:
+    """Print the estimated hours of the runs not yet finished, before any starts (ebmbench/estimate.py)."""
+    from ebmbench.estimate import report
+    from ebmbench.results import provenance
+    from ebmbench.suites import is_finished
+
+    code = provenance("cpu")
+    todo = [r for r in runs if not is_finished(r, code)]
+    print(f"{len(todo)} of {len(runs)} runs to do; estimating their cost (--no-estimate skips this)", flush=True)
+    return report(todo, workers=workers) if todo else {}
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -131,7 +152,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("suite", help="suite name under suites/ or a path to a .yaml file")
     run.add_argument("--results-dir", default="results")
     run.add_argument("--device", choices=("cpu", "cuda", "auto"), help="override every run's device")
-    run.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    run.add_argument("--dry-run", action="store_true", help="list the runs and their estimated hours, and exit")
+    run.add_argument("--only", help="run only these recipes (entry labels), methods or run ids (comma-separated)")
+    run.add_argument("--no-estimate", action="store_true", help="skip the cost estimate (a few seconds per network)")
     run.add_argument("--methods", help="run only these methods (comma-separated): a slice of the suite")
     run.add_argument("--datasets", help="run only these datasets (comma-separated)")
     run.add_argument("--no-report", action="store_true")
@@ -150,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", default="results")
     rep.set_defaults(fn=cmd_report)
     sub.add_parser("list", help="datasets, methods, samplers, metrics and suites").set_defaults(fn=cmd_list)
+    from ebmbench import fetch  # `ebmbench fetch`: datasets and Inception weights (ebmbench/fetch.py)
+
+    fetch.configure_parser(sub.add_parser("fetch", help="download datasets and the Inception weights"), fetch.main)
     return p
 
 

@@ -335,9 +335,58 @@ _add(Recipe(
 ))
 
 
+# --- sized for one GPU (suites/cifar10.yaml) and the papers' budgets (suites/cifar10-paper.yaml) ----------------
+# Learning-curve points follow a cheap protocol of ours in both suites: 5,000 samples of one sampler at each of 8
+# doublings of the step count, scored by FID with the domain classifier (not Inception, not comparable to papers);
+# the final evaluation keeps each paper's protocol (the recipe's samplers and sample count, Inception FID/IS).
+CURVE_PROTOCOL = {"curve_points": 8, "curve_n": 5000, "curve_metrics": "fid_domain"}
+CURVE_SAMPLER = {"igebm": "langevin", "short_run": "langevin", "ncsn": "annealed_langevin", "ddpm": "ddim@50",
+                 "wgan_gp": "generator", "sngan": "generator"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A shorter variant of a recipe that does not fit one GPU-day (``ebmbench.estimate``): what changes and why.
+
+    Its runs are labelled ``<key>_budget`` in suites/cifar10.yaml; a number from one is not the paper's recipe."""
+
+    key: str
+    overrides: dict[str, Sourced]
+    why: str
+
+
+BUDGETS = {
+    "igebm": Budget("igebm", {
+        "train_steps": Sourced(20000, "ours (budget)", "1/6 of the released checkpoint's 121,200 iterations"),
+    }, "121,200 steps of 60 Langevin steps at batch 128 alone count 5.3e18 FLOPs (37 h at the assumed 40 TFLOP/s)"),
+    "ncsn": Budget("ncsn", {
+        "train_steps": Sourced(50000, "ours (budget)", "1/4 of the paper's 200,000 iterations"),
+        "n_eval_samples": Sourced(10000, "ours (budget)", "1,000 NFE per sample: 50,000 samples count 9.9e17 FLOPs"),
+        "likelihood_points": Sourced(2000, "ours (budget)", "PF-ODE NLL on the first 2,000 test images"),
+        "curve_points": Sourced(4, "ours (budget)", "4 curve points (of 1,000 NFE per sample)"),
+        "curve_n": Sourced(2000, "ours (budget)", "2,000 samples per curve point"),
+    }, "200,000 steps count 1.5e18 FLOPs and 50,000 annealed-Langevin samples 9.9e17 (17 h at the assumed rate)"),
+    "ddpm": Budget("ddpm", {
+        "train_steps": Sourced(100000, "ours (budget)", "1/8 of the paper's 800,000 steps"),
+        "samplers": Sourced("ddim", "ours (budget)", "DDIM only: 1000 ancestral steps on 50,000 samples count 6e17"),
+        "step_sweep": Sourced("10,20,50,100", "ours (budget)", "DDIM Table 1 without S = 1000"),
+        "likelihood_points": Sourced(2000, "ours (budget)", "ELBO and PF-ODE NLL on the first 2,000 test images"),
+    }, "800,000 steps count 3.7e18 FLOPs (26 h at the assumed rate) and the sampler sweep 1.4e18 (10 h)"),
+}
+
+
 def suite_params(recipe: Recipe) -> dict[str, Any]:
     """The flat parameters of the recipe's run in a suite file: its values and its ``arch``."""
     return {"arch": recipe.arch, **{k: v.value for k, v in recipe.params.items()}}
+
+
+def suite_block(recipe: Recipe, budget: bool = False) -> dict[str, Any]:
+    """The method_params block of the recipe in a suite: its parameters, its curve sampler and, for the budget
+    variant, the budget's overrides."""
+    block = {**suite_params(recipe), "curve_samplers": CURVE_SAMPLER[recipe.key]}
+    if budget:
+        block.update({k: v.value for k, v in BUDGETS[recipe.key].overrides.items()})
+    return block
 
 
 def networks(recipe: Recipe, shape: tuple[int, ...] = CIFAR10_SHAPE) -> dict[str, nn.Module]:
@@ -399,7 +448,21 @@ def markdown() -> str:
     lines += _count_rows() + [""]
     for r in RECIPES.values():
         lines += _recipe_section(r)
-    return "\n".join(lines)
+    return "\n".join(lines + _budget_section())
+
+
+def _budget_section() -> list[str]:
+    out = ["## Sized for one GPU: curve points and budget variants", "",
+           f"Both CIFAR-10 suites draw learning-curve points with a cheap protocol of ours: {CURVE_PROTOCOL} and one "
+           "sampler per recipe (`curve_samplers`: "
+           + ", ".join(f"{k} {v}" for k, v in CURVE_SAMPLER.items()) + "). The final evaluation is the paper's. "
+           "`suites/cifar10-paper.yaml` runs every recipe at its paper's budget; `suites/cifar10.yaml` runs the "
+           "recipes that fit one GPU-day as they are and the others as labelled budget variants "
+           "(`--only <key>_budget`):", "", "| variant | parameter | value | note |", "|---|---|---|---|"]
+    for b in BUDGETS.values():
+        out += [f"| {b.key}_budget | `{k}` | {_cell(v.value)} | {_cell(v.note)} |" for k, v in b.overrides.items()]
+    out += [""] + [f"- {b.key}_budget: {b.why}." for b in BUDGETS.values()]
+    return out + [""]
 
 
 if __name__ == "__main__":

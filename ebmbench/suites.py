@@ -36,7 +36,7 @@ from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance,
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions"}  # compositions: ebmbench/compose.py
-ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study"}
+ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study", "label"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
 MAX_SUITE_BYTES = 1_000_000  # the committed suites are a few kB
@@ -72,6 +72,7 @@ class RunSpec:
     notebook: Path
     timeout_s: float = DEFAULT_TIMEOUT_S
     trial: dict[str, Any] | None = None  # a study's record of this run (ebmbench/study.py): role, draw seed, budget
+    label: str = ""  # the suite entry's `label` (a recipe name, e.g. ddpm_budget): `ebmbench run --only` selects by it
 
     @property
     def run_dir(self) -> Path:
@@ -185,6 +186,9 @@ def entry_problems(where: str, entry: Any) -> list[str]:
         from ebmbench.study import study_problems
 
         problems += study_problems(where, entry["study"], entry.get("methods") or [])
+    if not config_mod.SUITE_NAME.fullmatch(str(entry.get("label", "x"))):
+        problems.append(f"{where}: 'label' names the entry for --only: letters, digits, '.', '_', '-'; "
+                        f"got {shown(entry['label'])}")
     return problems + _timeout_problems(where, entry)
 
 
@@ -260,7 +264,7 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                     continue
                 # inject every resolved parameter: the notebook's own defaults must never apply in a suite
                 runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout,
-                                    trial))
+                                    trial, entry.get("label", "")))
     problems += _problem_lines(bad)
     if not entries:
         problems.append(f"{path}: the suite lists no runs; add entries under runs:")
@@ -489,7 +493,7 @@ def record_storage_failure(spec: RunSpec, err: StorageError) -> str:
 
 def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: str | None = None,
               retries: int = 2, timeout_s: float | None = None, progress: bool = True,
-              manifest: list[str] | None = None) -> SuiteSummary:
+              manifest: list[str] | None = None, estimates: dict[str, float] | None = None) -> SuiteSummary:
     """Execute every unfinished run, serially (workers=0) or as Dask tasks, then aggregate.
 
     Dask: a ``LocalCluster`` of ``workers`` processes, or the scheduler at ``scheduler``
@@ -497,6 +501,7 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     code version match a finished (ok or diverged) result. ``timeout_s`` overrides every run's wall-clock limit.
     The manifest (every run of the suite) is written first, so a report rendered meanwhile knows what is pending.
     A full or read-only disk stops the suite: the run that hit it is a failed row, later runs are not started.
+    ``estimates`` (seconds by run id, ebmbench/estimate.py) give the progress bar its ETA.
     """
     code = provenance("cpu")
     t0 = time.perf_counter()
@@ -510,9 +515,9 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     statuses = {s.cfg.run_id: "skipped (finished)" for s in runs if is_finished(s, code)}
     todo = [s for s in runs if s.cfg.run_id not in statuses]
     if workers or scheduler:
-        done, stopped = _run_dask(todo, name, workers, scheduler, retries, timeout_s, progress)
+        done, stopped = _run_dask(todo, name, workers, scheduler, retries, timeout_s, progress, estimates)
     else:
-        done, stopped = _run_serial(todo, name, retries, timeout_s, progress)
+        done, stopped = _run_serial(todo, name, retries, timeout_s, progress, estimates)
     statuses.update(done)
     try:
         aggregate(suite_dir)
@@ -523,20 +528,22 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
     return SuiteSummary(name, ordered, time.perf_counter() - t0, suite_dir, stopped)
 
 
-def _run_serial(todo: list[RunSpec], name: str, retries: int, timeout_s: float | None, progress: bool
-                ) -> tuple[dict[str, str], str]:
+def _run_serial(todo: list[RunSpec], name: str, retries: int, timeout_s: float | None, progress: bool,
+                estimates: dict[str, float] | None = None) -> tuple[dict[str, str], str]:
     """Each run in this process, in order; a storage error ends the loop."""
-    from tqdm.auto import tqdm
+    from ebmbench.estimate import EtaBar
 
     statuses: dict[str, str] = {}
-    for spec in tqdm(todo, desc=f"suite {name}", unit="run", disable=not progress):
-        try:
-            statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
-        except Interrupted:
-            raise KeyboardInterrupt from None
-        except StorageError as err:
-            statuses[spec.cfg.run_id] = "failed"
-            return statuses, record_storage_failure(spec, err)
+    with EtaBar([s.cfg.run_id for s in todo], estimates, f"suite {name}", disable=not progress) as bar:
+        for spec in todo:
+            try:
+                statuses[spec.cfg.run_id] = execute_with_retries(spec, retries, timeout_s)
+            except Interrupted:
+                raise KeyboardInterrupt from None
+            except StorageError as err:
+                statuses[spec.cfg.run_id] = "failed"
+                return statuses, record_storage_failure(spec, err)
+            bar.done(spec.cfg.run_id)
     return statuses, ""
 
 
@@ -556,11 +563,13 @@ def _ignore_sigint() -> None:
 
 
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
-              timeout_s: float | None, progress: bool) -> tuple[dict[str, str], str]:
+              timeout_s: float | None, progress: bool, estimates: dict[str, float] | None = None
+              ) -> tuple[dict[str, str], str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers); a storage error cancels the
     runs not yet finished. The client closes before the cluster, also on Ctrl-C (then quietly, and at once)."""
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
+
+    from ebmbench.estimate import EtaBar
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     statuses: dict[str, str] = {}
@@ -576,22 +585,24 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
             future = client.submit(execute_after, spec, *needs, timeout_s=timeout_s, retries=retries, pure=False,
                                    key=f"{name}-{spec.cfg.run_id}")
             futures[future], by_id[spec.cfg.run_id] = spec, future
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"suite {name}", unit="run",
-                           disable=not progress):
-            spec = futures[future]
-            try:
-                statuses[spec.cfg.run_id] = future.result()
-            except StorageError as err:
-                statuses[spec.cfg.run_id] = "failed"
-                stopped = record_storage_failure(spec, err)
-                client.cancel([f for f in futures if not f.done()])
-                break
-            except Interrupted:
-                raise KeyboardInterrupt from None
-            except Exception as err:  # retries exhausted: the run is a failed row, never a gap
-                why = f"{type(err).__name__}: {err}"
-                record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
-                statuses[spec.cfg.run_id] = "failed"
+        with EtaBar([s.cfg.run_id for s in todo], estimates, f"suite {name}", disable=not progress,
+                    workers=workers or None) as bar:
+            for future in as_completed(futures):
+                spec = futures[future]
+                try:
+                    statuses[spec.cfg.run_id] = future.result()
+                except StorageError as err:
+                    statuses[spec.cfg.run_id] = "failed"
+                    stopped = record_storage_failure(spec, err)
+                    client.cancel([f for f in futures if not f.done()])
+                    break
+                except Interrupted:
+                    raise KeyboardInterrupt from None
+                except Exception as err:  # retries exhausted: the run is a failed row, never a gap
+                    why = f"{type(err).__name__}: {err}"
+                    record_failure(spec, f"infrastructure failure after {retries + 1} attempts: {why}")
+                    statuses[spec.cfg.run_id] = "failed"
+                bar.done(spec.cfg.run_id)
     except KeyboardInterrupt:
         interrupted = True
         for logger in ("distributed", "tornado", "asyncio"):  # the shutdown of an interrupted cluster is noisy

@@ -120,13 +120,14 @@ def test_integrity_check_rejects_unofficial_files(tmp_path):
     ("fashion_mnist", "FashionMNIST/raw", "train-images-idx3-ubyte"),
     ("cifar10", "cifar-10-batches-py", "data_batch_1"),
 ])
-def test_missing_files_name_the_files_the_folder_and_the_download(tmp_path, monkeypatch, kind, folder, first_file):
+def test_missing_files_name_the_files_the_folder_and_the_fetch_command(tmp_path, monkeypatch, kind, folder, first_file):
     monkeypatch.setenv("EBMBENCH_DATA", str(tmp_path))  # the root comes from the environment
     reader = {"mnist": mnist_dataset, "fashion_mnist": fashion_mnist_dataset, "cifar10": cifar10_dataset}[kind]
     with pytest.raises(MissingDataError) as err:
         reader()
     text = str(err.value)
-    assert str(tmp_path / folder) in text and first_file in text and f"{kind}_dataset(download=True)" in text
+    assert str(tmp_path / folder) in text and first_file in text
+    assert f"`ebmbench fetch {kind} --root {tmp_path}`" in text
 
 
 def test_to_uint8_round_trips_the_stored_digits():

@@ -255,16 +255,24 @@ def without_arch(doc: dict) -> dict:
     return doc
 
 
-def test_cifar10_suite_carries_exactly_the_recipes():
-    doc = suite_doc("cifar10")
-    (entry,) = doc["runs"]
-    assert entry["datasets"] == ["cifar10"]
-    assert entry["methods"] == [r.method for r in recipes.RECIPES.values()]
-    for recipe in recipes.RECIPES.values():
-        assert entry["method_params"][recipe.method] == recipes.suite_params(recipe), recipe.key
+@pytest.mark.parametrize("name, budgeted", [("cifar10-paper", False), ("cifar10", True)])
+def test_cifar10_suites_carry_exactly_the_recipes(name, budgeted):
+    """The papers' suite runs every recipe as published; the one-GPU suite runs the budget variant of the recipes
+    that have one, labelled <key>_budget, and the others as published. Both with the cheap curve protocol."""
+    doc = suite_doc(name)
+    assert {k: doc["defaults"][k] for k in recipes.CURVE_PROTOCOL} == recipes.CURVE_PROTOCOL
+    assert [e["label"] for e in doc["runs"]] == [
+        f"{k}_budget" if budgeted and k in recipes.BUDGETS else k for k in recipes.RECIPES]
+    for entry, recipe in zip(doc["runs"], recipes.RECIPES.values(), strict=True):
+        budget = budgeted and recipe.key in recipes.BUDGETS
+        assert entry["datasets"] == ["cifar10"] and entry["methods"] == [recipe.method]
+        assert entry["method_params"] == {recipe.method: recipes.suite_block(recipe, budget)}, recipe.key
+        if budget:  # every override changes the recipe's value (or adds a run parameter it left at the default)
+            assert all(recipes.suite_params(recipe).get(k) != v.value
+                       for k, v in recipes.BUDGETS[recipe.key].overrides.items()), recipe.key
 
 
-@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-paper", "mnist"])
 def test_gpu_suites_validate_apart_from_arch(tmp_path, name):
     doc = suite_doc(name)
     for entry in doc["runs"]:

@@ -79,12 +79,11 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(root or os.environ.get("EBMBENCH_DATA") or Path.home() / ".cache" / "ebmbench" / "data").expanduser()
 
 
-def _missing(name: str, folder: Path, files: list[str], fn: str) -> MissingDataError:
+def _missing(name: str, folder: Path, files: list[str], kind: str, root: Path) -> MissingDataError:
+    """One line: the files, their folder, and the `ebmbench fetch` command (ebmbench/fetch.py) that gets them."""
     return MissingDataError(
-        f"{name} files missing from {folder}: {', '.join(files)}. On a connected machine run "
-        f"`python -c \"from ebmbench.data.images import {fn}; {fn}(download=True)\"` (torchvision download into "
-        f"$EBMBENCH_DATA, default ~/.cache/ebmbench/data), or copy the files into {folder} from a machine that has "
-        "them, keeping torchvision's layout."
+        f"{name} files missing from {folder}: {', '.join(files)}; get them with `ebmbench fetch {kind} --root {root}` "
+        f"(torchvision's files, md5-checked), or copy them into {folder} from a machine that has them."
     )
 
 
@@ -144,7 +143,7 @@ def read_mnist_like(kind: str, root: str | Path | None = None, check_integrity: 
     paths = {s: _idx_path(folder, s) for s in stems}
     absent = [f"{s}(.gz)" for s, p in paths.items() if p is None]
     if absent:
-        raise _missing(cls.__name__, folder, absent, f"{kind}_dataset")
+        raise _missing(cls.__name__, folder, absent, kind, data_root(root))
     md5 = {name: digest for name, digest in cls.resources}
     problems = [f"{p.name}: md5 mismatch" for p in paths.values()
                 if p.suffix == ".gz" and not _md5_ok(p, md5.get(p.name))]
@@ -164,7 +163,7 @@ def read_cifar10(root: str | Path | None = None, check_integrity: bool = True
     lists = {"train": CIFAR10.train_list, "test": CIFAR10.test_list}
     absent = [name for files in lists.values() for name, _ in files if not (folder / name).is_file()]
     if absent:
-        raise _missing("CIFAR-10", folder, absent, "cifar10_dataset")
+        raise _missing("CIFAR-10", folder, absent, "cifar10", data_root(root))
     problems = [f"{name}: md5 mismatch" for files in lists.values() for name, digest in files
                 if not _md5_ok(folder / name, digest)]
     if check_integrity:  # before a byte is unpickled

@@ -119,17 +119,18 @@ def inception_weights(weights_path: str | Path | None = None, download: bool = F
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise MissingWeightsError(f"Inception weights file {path} does not exist (weights_path); it should "
-                                      f"hold torch-fidelity's {INCEPTION_FILE} from {URL_INCEPTION_V3}")
+                                      f"hold torch-fidelity's {INCEPTION_FILE}; `ebmbench fetch inception "
+                                      f"--weights-dir {path.parent}` puts it there as {INCEPTION_FILE}")
         return path
     path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if not path.is_file():
         if not download:
             raise MissingWeightsError(
-                f"Inception weights {INCEPTION_FILE} not found in {path.parent}. On a connected machine download "
-                f"{URL_INCEPTION_V3} into that folder (or call with download=True), or pass weights_path= to a copy "
-                "of the file; the domain extractor (extractor='domain') needs no download."
+                f"Inception weights {INCEPTION_FILE} not found in {path.parent}; get them with `ebmbench fetch "
+                f"inception` (torch-fidelity's file from {URL_INCEPTION_V3}, sha256-checked), or pass weights_path= "
+                "to a copy of the file; the domain extractor (extractor='domain') needs no download."
             )
-        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)  # torch hub's checked download
+        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False, check_hash=True)  # checked
     return path
 
 
@@ -354,7 +355,7 @@ def sample_metric(metric: str, extractor: str = "domain") -> Callable[[Tensor, D
             try:
                 inception_weights(os.environ.get(INCEPTION_WEIGHTS_ENV))
             except MissingWeightsError as err:  # recorded as not_applicable, with where to put the file
-                raise NotApplicable(f"{err} (or set {INCEPTION_WEIGHTS_ENV})") from None
+                raise NotApplicable(f"{err} (or set {INCEPTION_WEIGHTS_ENV} to the file)") from None
         return row(evaluate_cached(x, dataset, extractor), metric)
 
     fn.__name__ = f"{metric}_{extractor}"
