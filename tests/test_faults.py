@@ -54,7 +54,10 @@ class Finished:
 
 
 def cli_main(*args: str) -> tuple[int, str, str]:
-    """``ebmbench ARGS`` in this process: exit code, stdout, stderr."""
+    """``ebmbench ARGS`` in this process: exit code, stdout, stderr. A run skips its cost estimate (about 8 s a
+    run here; tests/test_estimate.py and the smoke fixture cover it)."""
+    if args[:1] == ("run",) and "--dry-run" not in args:
+        args = (*args, "--no-estimate")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(list(args))
