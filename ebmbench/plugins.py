@@ -311,6 +311,15 @@ def fingerprint(cfg: Any) -> dict[str, dict[str, str]]:
     return {p.name: p.identity() for p in sorted(used, key=lambda p: p.name)}
 
 
+def unload() -> None:
+    """Forget every loaded plugin and take out what it registered (tests; a process that loads plugins anew)."""
+    for plugin in LOADED.values():
+        for kind, name in plugin.registered:
+            REGISTRIES[kind].remove(name)
+    LOADED.clear()
+    OWNERS.clear()
+
+
 def described() -> list[str]:
     """One line per loaded plugin, for `ebmbench list`."""
     return [f"plugin {p.name} {p.version} (source {p.source_hash}, {p.label}): "

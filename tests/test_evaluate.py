@@ -45,19 +45,19 @@ def test_exact_samples_rank_above_uniform_noise_on_every_2d_density(name: str, t
 
 def test_digits_from_a_png_folder_rank_above_uniform_noise(tmp_path) -> None:
     """Held-out digits written as PNGs (bytes, as a user would save them) against uniform noise, by FID on the
-    suite's domain extractor at the suite's N = 500."""
+    suite's domain extractor at the N = 200."""
     ds = load_dataset("digits")
     folder = tmp_path / "pngs"
     folder.mkdir()
-    for i, img in enumerate(to_uint8(ds.train[:500], ds)):
+    for i, img in enumerate(to_uint8(ds.train[:200], ds)):
         Image.fromarray(img[0].numpy()).save(folder / f"{i:04d}.png")
-    torch.save(ds.support.uniform(500, torch.Generator().manual_seed(3)), tmp_path / "noise.pt")
-    kw = {"results_dir": str(tmp_path), "metrics": ["fid_domain"], "n": 500}
+    torch.save(ds.support.uniform(200, torch.Generator().manual_seed(3)), tmp_path / "noise.pt")
+    kw = {"results_dir": str(tmp_path), "metrics": ["fid_domain"], "n": 200}
     real = evaluate_file(folder, "digits", "real", **kw)
     noise = evaluate_file(tmp_path / "noise.pt", "digits", "noise", **kw)
     assert value(real, "fid_domain") < value(noise, "fid_domain")
     x, _ = read_samples(folder)  # the PNG bytes come back as the same model-space images
-    assert torch.equal(to_uint8(to_model_space(x, ds, folder), ds), to_uint8(ds.train[:500], ds))
+    assert torch.equal(to_uint8(to_model_space(x, ds, folder), ds), to_uint8(ds.train[:200], ds))
 
 
 def test_every_sample_metric_and_a_written_record(tmp_path) -> None:
