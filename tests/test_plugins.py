@@ -59,6 +59,37 @@ BAD = {  # module -> source: each a plugin a user might write wrongly
 
         METHODS.register("liar_flow", replace(spec, name="liar_flow", build=build))
         """,
+    "extras_plugin": """
+        from functools import partial
+
+        from ebmbench.data.registry import DATASETS
+        from ebmbench.data.toy2d import make_toy_dataset
+        from ebmbench.metrics.base import Metric, register
+        from ebmbench.protocol import SAMPLERS, SamplerOutput, SamplerSpec
+
+        DATASETS.register("small_rings", partial(make_toy_dataset, "rings", n_train=2000, n_val=500, n_test=500))
+
+
+        def mean_norm(x, dataset):
+            r = x.flatten(1).norm(dim=1).double()
+            return float(r.mean()), float(r.std() / len(r) ** 0.5), {"n": len(r)}
+
+
+        register(Metric("mean_norm", "samples", mean_norm, "the mean L2 norm of the samples"))
+
+
+        def box_uniform(model, n, generator, scale: float = 1.0):
+            return SamplerOutput(scale * model.support.uniform(n, generator, model.device), nfe=0)
+
+
+        SAMPLERS.register("box_uniform", SamplerSpec("box_uniform", requires="energy", fn=box_uniform, cite="a test"))
+        """,
+    "badsampler_plugin": """
+        from ebmbench.protocol import SAMPLERS, SamplerOutput, SamplerSpec
+
+        SAMPLERS.register("bad_sampler", SamplerSpec("bad_sampler", requires="energy", fn=lambda x, steps: x,
+                                                     cite="a test"))
+        """,
 }
 
 
@@ -200,3 +231,30 @@ def test_the_example_suite_ranks_the_plugin_beside_the_builtin(site, tmp_path) -
     assert text.loc["exact / external", "family"] == "external"
     html = leaderboard.styled(board, leaderboard.caption(board)).to_html()
     assert "sn_pcd_ebm / langevin" in html and "not counted" in html
+
+
+def test_a_dataset_a_sampler_and_a_metric_from_a_plugin(site, tmp_path) -> None:
+    """Every kind of registry entry; a plugin metric runs on every run, so it is in every run's config hash."""
+    from ebmbench.builtins import SAMPLE_METRICS, SAMPLERS
+    from ebmbench.evaluate import evaluate_file
+
+    before = config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm"}).config_hash
+    plugin = plugins.load_module("extras_plugin")
+    assert plugin.registered == [("sampler", "box_uniform"), ("dataset", "small_rings"),
+                                 ("sample metric", "mean_norm")]
+    assert config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm"}).config_hash != before
+    ds = load_dataset("small_rings")
+    x = ds.density.sample(300, torch.Generator().manual_seed(0)).float()
+    np.save(tmp_path / "x.npy", x.numpy())
+    record = evaluate_file(tmp_path / "x.npy", "small_rings", "mine", n=300, results_dir=str(tmp_path),
+                           metrics=["mean_norm"])
+    (row,) = [r for r in record["rows"] if r["metric"] == "mean_norm"]
+    assert row["value"] == pytest.approx(float(x.norm(dim=1).double().mean()))
+    model = METHODS.get("pcd_ebm").build(ds, config.resolve({"dataset": "small_rings", "method": "pcd_ebm",
+                                                             "buffer_size": 8}).method_params)
+    drawn = model.sample(50, generator=torch.Generator().manual_seed(1), sampler="box_uniform", scale=0.5)
+    assert drawn.cost.nfe == 0 and drawn.x.abs().max() <= 0.5 * ds.support.high
+    with pytest.raises(plugins.PluginError, match=r"module 'badsampler_plugin': sampler 'bad_sampler': its function "
+                                                  r"must be fn\(model, n, generator, \*\*budget\), got fn\(x, steps\)"):
+        plugins.load_module("badsampler_plugin")
+    assert "bad_sampler" not in SAMPLERS and "box_uniform" in SAMPLERS and "mean_norm" in SAMPLE_METRICS
