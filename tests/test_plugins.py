@@ -5,6 +5,7 @@ sys.path), held to the built-ins' contract; a malformed plugin is one line namin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -124,6 +125,10 @@ def test_the_entry_point_registers_the_method_with_its_provenance(site) -> None:
     with pytest.raises(config.ConfigError, match="unknown parameter"):
         config.resolve({"dataset": "eight_gaussians", "method": "sn_pcd_ebm", "log_scale": 1.0})
     assert plugins.notebook_for(METHODS.get("sn_pcd_ebm")).name == "train_ebm.ipynb"  # its family's notebook
+    novel = dataclasses.replace(METHODS.get("sn_pcd_ebm"), family="novel")  # a family without a notebook
+    assert plugins.notebook_for(novel).name == plugins.GENERIC_NOTEBOOK
+    with pytest.raises(plugins.PluginError, match="notebook 'mine.ipynb' does not exist"):
+        plugins.notebook_for(dataclasses.replace(novel, notebook="mine.ipynb"))
     # the plugin's name, version and source hash are in its runs' config hash; a built-in run's hash is unchanged
     assert config.resolve({"dataset": "eight_gaussians", "method": "pcd_ebm"}).config_hash == builtin_hash
     before = cfg.config_hash
@@ -258,3 +263,12 @@ def test_a_dataset_a_sampler_and_a_metric_from_a_plugin(site, tmp_path) -> None:
                                                   r"must be fn\(model, n, generator, \*\*budget\), got fn\(x, steps\)"):
         plugins.load_module("badsampler_plugin")
     assert "bad_sampler" not in SAMPLERS and "box_uniform" in SAMPLERS and "mean_norm" in SAMPLE_METRICS
+
+
+def test_the_plugins_layer_sits_below_the_run_pipeline() -> None:
+    """config.py hashes plugins.fingerprint: plugins.py may not import config, run or suites back (docs/DESIGN.md)."""
+    from test_imports import imports_of
+
+    assert "ebmbench.plugins" in imports_of("ebmbench.config")
+    assert not {t for t in imports_of("ebmbench.plugins") if t in ("ebmbench.config", "ebmbench.run",
+                                                                    "ebmbench.suites", "ebmbench.evaluate")}
