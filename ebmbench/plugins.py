@@ -181,10 +181,10 @@ def check(kind: str, item: Any) -> None:
         raise PluginError(f"{kind} entry is a {type(item).__name__}; register an ebmbench.metrics.base.Metric")
 
 
-def known_capabilities() -> set[str]:
-    """Every capability some sampler, metric or protocol knows."""
+def known_capabilities(besides: str = "") -> set[str]:
+    """Every capability a protocol, a metric or a sampler (other than ``besides``) knows."""
     caps = set(CAPABILITY_PROTOCOLS) | set(METHOD_CAPABILITIES)
-    caps |= {SAMPLERS.get(s).requires for s in SAMPLERS.names()}
+    caps |= {SAMPLERS.get(s).requires for s in SAMPLERS.names() if s != besides}
     for reg in (MODEL_METRICS,):
         caps |= {c for m in reg.names() for c in reg.get(m).capabilities}
     return caps
@@ -193,9 +193,10 @@ def known_capabilities() -> set[str]:
 def check_sampler(spec: Any) -> None:
     if not isinstance(spec, SamplerSpec):
         raise PluginError(f"sampler entry is a {type(spec).__name__}; register an ebmbench.protocol.SamplerSpec")
-    if spec.requires not in known_capabilities():
+    known = known_capabilities(besides=spec.name)
+    if spec.requires not in known:
         raise PluginError(f"sampler {spec.name!r} requires unknown capability {spec.requires!r}; choose from "
-                          f"{sorted(known_capabilities())}")
+                          f"{sorted(known)}")
     params = list(inspect.signature(spec.fn).parameters.values())
     if [p.name for p in params[:3]] != ["model", "n", "generator"]:
         raise PluginError(f"sampler {spec.name!r}: its function must be fn(model, n, generator, **budget), got "

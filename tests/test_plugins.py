@@ -91,6 +91,12 @@ BAD = {  # module -> source: each a plugin a user might write wrongly
         SAMPLERS.register("bad_sampler", SamplerSpec("bad_sampler", requires="energy", fn=lambda x, steps: x,
                                                      cite="a test"))
         """,
+    "wishful_plugin": """
+        from ebmbench.protocol import SAMPLERS, SamplerSpec
+
+        SAMPLERS.register("telepathy", SamplerSpec("telepathy", requires="mind_reading",
+                                                   fn=lambda model, n, generator: None, cite="a test"))
+        """,
 }
 
 
@@ -263,6 +269,8 @@ def test_a_dataset_a_sampler_and_a_metric_from_a_plugin(site, tmp_path) -> None:
                                                   r"must be fn\(model, n, generator, \*\*budget\), got fn\(x, steps\)"):
         plugins.load_module("badsampler_plugin")
     assert "bad_sampler" not in SAMPLERS and "box_uniform" in SAMPLERS and "mean_norm" in SAMPLE_METRICS
+    with pytest.raises(plugins.PluginError, match="sampler 'telepathy' requires unknown capability 'mind_reading'"):
+        plugins.load_module("wishful_plugin")
 
 
 def test_the_plugins_layer_sits_below_the_run_pipeline() -> None:
