@@ -21,7 +21,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("datasets:", ", ".join(DATASETS.names()))
     for name in METHODS.names():
         spec = METHODS.get(name)
-        print(f"method {name} ({spec.family}; notebook {spec.notebook}): {spec.cite}")
+        print(f"method {name} ({spec.family}; notebook {plugins.notebook_for(spec).name}): {spec.cite}")
     for name in SAMPLERS.names():
         spec = SAMPLERS.get(name)
         print(f"sampler {name} (needs {spec.requires}): {spec.cite}")
