@@ -44,8 +44,8 @@ def test_exact_samples_rank_above_uniform_noise_on_every_2d_density(name: str, t
 
 
 def test_digits_from_a_png_folder_rank_above_uniform_noise(tmp_path) -> None:
-    """Held-out digits written as PNGs (bytes, as a user would save them) against uniform noise, by FID on the
-    suite's domain extractor at the N = 200."""
+    """Training digits written as PNGs (bytes, as a user would save them) against uniform noise, by FID on the
+    suite's domain extractor, N = 200."""
     ds = load_dataset("digits")
     folder = tmp_path / "pngs"
     folder.mkdir()
