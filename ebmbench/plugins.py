@@ -284,17 +284,17 @@ def check_run(cfg: Any) -> None:
 
 # ---------------------------------------------------------------- notebooks and config hashes
 
-def notebook_for(spec: MethodSpec) -> Path:
-    """The method's notebook: its own (a path, or a name under notebooks/), else its family's, else the generic."""
+def notebook_for(spec: MethodSpec, folder: Path = NOTEBOOKS_DIR) -> Path:
+    """The method's notebook: its own (a path, or a name under ``folder``), else its family's, else the generic."""
     if spec.notebook:
         own = Path(spec.notebook)
-        path = own if own.is_absolute() else NOTEBOOKS_DIR / own
+        path = own if own.is_absolute() else folder / own
         if not path.is_file():
             raise PluginError(f"method {spec.name!r}: notebook {spec.notebook!r} does not exist; give an absolute "
                               "path, a notebook under notebooks/, or '' for its family's")
         return path
-    family = NOTEBOOKS_DIR / f"train_{spec.family}.ipynb"
-    return family if family.is_file() else NOTEBOOKS_DIR / GENERIC_NOTEBOOK
+    family = folder / f"train_{spec.family}.ipynb"
+    return family if family.is_file() else folder / GENERIC_NOTEBOOK
 
 
 def fingerprint(cfg: Any) -> dict[str, dict[str, str]]:

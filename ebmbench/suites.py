@@ -229,7 +229,7 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                     continue
                 # inject every resolved parameter: the notebook's own defaults must never apply in a suite
                 try:
-                    notebook = plugins.notebook_for(METHODS.get(method))
+                    notebook = plugins.notebook_for(METHODS.get(method), NOTEBOOKS_DIR)
                     plugins.check_run(cfg)
                 except plugins.PluginError as err:
                     raise SuiteError(f"{where}: {err}") from None
