@@ -13,13 +13,17 @@ from ebmbench.params import shown
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from ebmbench import plugins
     from ebmbench.metrics.registry import MODEL_METRICS, SAMPLE_METRICS
     from ebmbench.suites import SUITES_DIR
+
+    plugins.load()  # installed plugins (entry-point group ebmbench.plugins) are listed with the built-ins
+    print("\n".join(plugins.described()) or "plugins: none installed")
 
     print("datasets:", ", ".join(DATASETS.names()))
     for name in METHODS.names():
         spec = METHODS.get(name)
-        print(f"method {name} ({spec.family}; notebook {spec.notebook}): {spec.cite}")
+        print(f"method {name} ({spec.family}; notebook {plugins.notebook_for(spec).name}): {spec.cite}")
     for name in SAMPLERS.names():
         spec = SAMPLERS.get(name)
         print(f"sampler {name} (needs {spec.requires}): {spec.cite}")
@@ -132,6 +136,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if render_reports(suite_dir) else 1
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ebmbench import evaluate, plugins
+    from ebmbench.results import aggregate
+
+    plugins.load()  # a plugin's dataset or metric applies to external samples too
+    record = evaluate.evaluate_file(args.samples, args.dataset, args.name, suite=args.suite, n=args.n, nfe=args.nfe,
+                                    seed=args.seed, results_dir=args.results_dir,
+                                    metrics=args.metrics.split(",") if args.metrics else None)
+    print("\n".join(evaluate.lines(record)))
+    if args.suite:
+        suite_dir = Path(args.results_dir) / record["rows"][0]["suite"]
+        aggregate(suite_dir)
+        print(f"added to {suite_dir}: `ebmbench report {record['rows'][0]['suite']}` ranks it beside the suite's runs")
+    return 0
+
+
 def count(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
     def parse(text: str) -> int:
@@ -176,6 +196,17 @@ def parser() -> argparse.ArgumentParser:
     from ebmbench import fetch  # `ebmbench fetch`: datasets and Inception weights (ebmbench/fetch.py)
 
     fetch.configure_parser(sub.add_parser("fetch", help="download datasets and the Inception weights"), fetch.main)
+    ev = sub.add_parser("evaluate", help="score samples from a file (.npz/.npy/.pt or a folder of PNGs)")
+    ev.add_argument("samples", help="the samples: .npz (key 'samples', optional 'nfe'), .npy, .pt, or a PNG folder")
+    ev.add_argument("--dataset", required=True, help="the dataset the samples model (see `ebmbench list`)")
+    ev.add_argument("--name", required=True, help="the method name the rows carry (e.g. my-gan)")
+    ev.add_argument("--suite", help="add the rows to this suite's results (same N), ranked on its leaderboard")
+    ev.add_argument("--n", type=count(1), help="samples scored (default: the suite's n_eval_samples, else 1000)")
+    ev.add_argument("--nfe", type=float, help="NFE per sample as stated by you: shown as stated, not counted")
+    ev.add_argument("--seed", type=count(0), default=0, help="the seed the samples were drawn with (rows per seed)")
+    ev.add_argument("--metrics", help="score only these sample metrics (comma-separated; the rest: not_applicable)")
+    ev.add_argument("--results-dir", default="results")
+    ev.set_defaults(fn=cmd_evaluate)
     return p
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
 from ebmbench.params import field_problems, meta, param, shown, spell
+from ebmbench.plugins import fingerprint as plugin_fingerprint
 from ebmbench.samplers.compiled import COMPILE_MODES
 
 
@@ -97,6 +98,9 @@ class RunConfig:
         d = self.to_dict()
         for k in ("suite", "results_dir"):
             d.pop(k)
+        used = plugin_fingerprint(self)  # name, version, source hash of each plugin the run uses (none: unchanged)
+        if used:
+            d["plugins"] = used
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -133,7 +133,10 @@ def _status(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
 BOARD_COLUMNS = ["dataset", "setting", "family", "method", "sampler", "metric", "mean", "low", "high", "interval",
                  "seeds", "n_samples", "floor", "best", "tie", "lik_metric", "lik_kind", "lik_mean", "lik_low",
                  "lik_high", "lik_interval", "lik_units", "lik_best", "lik_tie", "nfe", "amortized_nfe",
-                 "ms_per_sample", "threads", "train_steps", "train_tflops", "train_s", "diverged", "failed"]
+                 "ms_per_sample", "threads", "train_steps", "train_tflops", "train_s", "diverged", "failed",
+                 "external", "stated_nfe"]
+EXTERNAL_NOTE = ("external: samples scored from a file by `ebmbench evaluate`; nothing of their cost was counted "
+                 "(an NFE their owner states is shown as stated, not counted)")
 
 
 def leaderboard(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -148,13 +151,15 @@ def leaderboard(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     for (family, method, sampler), g in d.groupby(["family", "method", "sampler"]):
         metas = [_meta(m) for m in g.meta]
         amortized = [m["amortized_nfe"] for m in metas if isinstance(m.get("amortized_nfe"), (int, float))]
+        stated = [m["stated_nfe"] for m in metas if isinstance(m.get("stated_nfe"), (int, float))]
         rows.append({"dataset": dataset, "setting": f"{method} / {sampler}", "family": family, "method": method,
                      "sampler": sampler, "metric": metric, **_stats(g.value), "seeds": g.seed.nunique(),
                      "n_samples": g.n_samples.median(), "floor": np.nanmean([floor_of(m) for m in metas]),
                      "nfe": g.nfe.mean(), "amortized_nfe": float(np.mean(amortized)) if amortized else math.nan,
                      "ms_per_sample": 1e3 * g.wall_s_per_sample.mean(), "threads": g.threads.median(),
                      "train_steps": g.train_steps.median(), "train_tflops": g.train_flops.mean() / 1e12,
-                     "train_s": g.train_wall_s.mean()})
+                     "train_s": g.train_wall_s.mean(), "external": any(m.get("external") is True for m in metas),
+                     "stated_nfe": float(np.mean(stated)) if stated else math.nan})
     board = pd.DataFrame(rows)
     ascending = lower_is_better(metric)
     board = board.sort_values(["mean", "setting"], ascending=[ascending, True], ignore_index=True)
@@ -167,7 +172,7 @@ def leaderboard(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     floor_row = {"dataset": dataset, "setting": FLOOR, "metric": metric, "mean": floors.mean() if len(floors)
                  else math.nan, "seeds": math.nan, "n_samples": board.n_samples.median(), "floor": math.nan}
     board = pd.concat([pd.DataFrame([floor_row]), board], ignore_index=True)
-    for col in ("best", "tie", "lik_best", "lik_tie"):
+    for col in ("best", "tie", "lik_best", "lik_tie", "external"):
         board[col] = board[col].astype("boolean").fillna(False).astype(bool)
     return board.reindex(columns=BOARD_COLUMNS)
 
@@ -247,12 +252,18 @@ def display_frame(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         runs = "" if floor else f"{int(r.seeds)}" + "".join(
             f" (+{int(r[k])} {k})" for k in ("diverged", "failed") if pd.notna(r[k]) and r[k] > 0)
         nfe = "" if floor else fmt_cost(r.nfe) + ("†" if np.isfinite(r.amortized_nfe) else "")
+        external = not floor and bool(r.external)  # scored from a file: nothing of its cost was counted
+        if external:
+            nfe = f"{fmt_cost(r.stated_nfe)} (stated, not counted)" if np.isfinite(r.stated_nfe) else "not counted"
         out.append({"family": "" if floor else r.family, q: quality, "seeds": runs, lik: lik_cell,
                     "likelihood kind": "" if floor or pd.isna(r.lik_kind) else r.lik_kind,
                     "NFE": nfe, "ms / sample": "" if floor else fmt_cost(r.ms_per_sample),
                     "train steps": "" if floor or pd.isna(r.train_steps) else f"{int(r.train_steps)}",
                     "train TFLOPs": "" if floor else fmt_cost(r.train_tflops),
                     "train s": "" if floor else fmt_cost(r.train_s)})
+        if external:
+            out[-1].update({"family": "external", "ms / sample": "not counted", "train steps": "not counted",
+                            "train TFLOPs": "not counted", "train s": "not counted"})
         bold.append({"family": False, q: bool(r.best) and len(rest) > 1, "seeds": False, lik: bool(r.lik_best),
                      "likelihood kind": False,
                      "NFE": not floor and r.nfe == mins["nfe"],
@@ -289,6 +300,8 @@ def caption(board: pd.DataFrame, floor_definition: str = "") -> str:
                      f"per sample: {amortized}.")
     parts.append(f"ms / sample at {'/'.join(map(str, threads)) or '?'} thread(s); training compute: counted "
                  "matmul/conv FLOPs and wall clock to the run's budget.")
+    if rest.external.any():
+        parts.append(EXTERNAL_NOTE + ".")
     return " ".join(parts)
 
 
@@ -429,8 +442,9 @@ def summary_lines(frame: pd.DataFrame, dataset: str) -> list[str]:
     cheapest = tied.sort_values(["nfe", "ms_per_sample"]).iloc[0]
     amortized = (f", amortized {cheapest.amortized_nfe:.0f} during training"
                  if np.isfinite(cheapest.amortized_nfe) else "")
-    out.append(f"Cheapest of the leader{' and its ties' if len(ties) else ''}: {cheapest.setting}, "
-               f"{fmt_cost(cheapest.nfe)} NFE per sample{amortized}, {fmt_cost(cheapest.ms_per_sample)} ms.")
+    if np.isfinite(cheapest.nfe):
+        out.append(f"Cheapest of the leader{' and its ties' if len(ties) else ''}: {cheapest.setting}, "
+                   f"{fmt_cost(cheapest.nfe)} NFE per sample{amortized}, {fmt_cost(cheapest.ms_per_sample)} ms.")
     bad = rest[(rest.diverged.fillna(0) > 0) | (rest.failed.fillna(0) > 0)].drop_duplicates("method")
     for _, r in bad.iterrows():
         out.append(f"{r.method}: {int(r.diverged)} diverged and {int(r.failed)} failed run(s), not in its means.")

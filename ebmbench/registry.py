@@ -28,6 +28,10 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def remove(self, name: str) -> None:
+        """Take a name out again (a plugin refused after it registered: ebmbench/plugins.py)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -270,7 +270,8 @@ def load_results(suite_dir: Path | str, curves: bool = False):  # -> pandas.Data
     the learning-curve rows instead (``train_step`` set), which never mix into the final tables.
 
     When the suite folder has a manifest, runs left over from an earlier definition of
-    the suite (another config hash) are not part of it and are left out.
+    the suite (another config hash) are not part of it and are left out. Samples scored from a file
+    (``external/*/result.json``, ebmbench/evaluate.py) are read too.
     """
     import pandas as pd
 
@@ -279,6 +280,10 @@ def load_results(suite_dir: Path | str, curves: bool = False):  # -> pandas.Data
         record = read_result(path.parent) if wanted is None or path.parent.name in wanted else None
         if record is not None:  # an unusable file was moved aside, with its path on stderr
             rows.extend(r for r in record["rows"] if (r.get("train_step") is not None) == curves)
+    for path in sorted(Path(suite_dir).glob("external/*/result.json")):  # `ebmbench evaluate --suite` (evaluate.py)
+        record = read_result(path.parent)
+        if record is not None and not curves:
+            rows.extend(record["rows"])
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("value", "stderr", "nfe", "grad_evals", "flops_per_sample", "wall_s_per_sample", "train_step",
                 "train_flops", "train_wall_s"):

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ebmbench import config as config_mod
+from ebmbench import plugins
 from ebmbench.builtins import METHODS, load_dataset
 from ebmbench.config import RunConfig
 from ebmbench.data.base import Dataset
@@ -62,7 +63,9 @@ def run_dir_for(cfg: RunConfig) -> Path:
 
 def start(namespace_or_params: dict[str, Any]) -> Run:
     """Validate parameters (a notebook's globals() or a dict), seed, build data and model."""
-    cfg = config_mod.resolve(config_mod.params_from_namespace(namespace_or_params))
+    params = config_mod.params_from_namespace(namespace_or_params)
+    plugins.load(params.pop(plugins.PARAM, ""))  # installed plugins and the suite's plugin modules, as the suite did
+    cfg = config_mod.resolve(params)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.dataset)
@@ -329,7 +332,7 @@ def save_artifacts(run: Run) -> None:
 
 def failed_record(params: dict[str, Any], run_dir: Path, error: str, family: str = "") -> dict[str, Any]:
     """The record of a run whose notebook raised: one row with the error, so it is never a gap."""
-    cfg = config_mod.resolve(params)
+    cfg = config_mod.resolve({k: v for k, v in params.items() if k != plugins.PARAM})
     fields = run_fields(cfg, "", "failed", None, family or METHODS.get(cfg.method).family)
     value = MetricValue("run", None, status="failed", reason=error)
     record = {"schema_version": SCHEMA_VERSION, "run_id": cfg.run_id, "run_status": "failed",

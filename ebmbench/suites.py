@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ebmbench import config as config_mod
+from ebmbench import plugins
 from ebmbench.builtins import METHODS
 from ebmbench.compose import compositions_from
 from ebmbench.kernels import (  # noqa: F401  (re-exported: the paths and kernel settings live in kernels.py)
@@ -35,7 +36,8 @@ from ebmbench.params import shown
 from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance, read_result
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
-SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions"}  # compositions: ebmbench/compose.py
+SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions",  # compositions: ebmbench/compose.py
+              "plugins"}  # modules to import (ebmbench/plugins.py), as installed entry points are
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study", "label"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
@@ -225,6 +227,7 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     doc = read_suite_file(path)
     name = suite_name(path, doc, results_dir)
     problems = _key_problems(str(path), doc, SUITE_KEYS) + _timeout_problems(str(path), doc)
+    plugin_params = suite_plugins(path, doc)  # a plugin that cannot be used stops the suite here, in one line
     defaults = doc.get("defaults") or {}
     problems += [] if isinstance(defaults, dict) else [f"{path}: defaults: expected a mapping, got {shown(defaults)}"]
     problems += _set_by_suite(f"{path}: defaults", defaults)
@@ -249,6 +252,7 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
             params = {**(defaults if isinstance(defaults, dict) else {}), **(entry.get("params") or {}),
                       **(per_method.get(method) or {}), "dataset": dataset, "method": method, "seed": seed,
                       "suite": name, "results_dir": str(Path(results_dir).resolve()), **(overrides or {})}
+            extra = plugin_params  # the kernel imports the suite's plugin modules too (ebmbench.plugins.PARAM)
             try:
                 expanded = _expanded(params, entry.get("study"), trials)
             except ValueError as err:  # a config problem met while measuring a trial's FLOPs
@@ -263,8 +267,13 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
                         bad.setdefault((where, problem), []).append(f"{dataset}, {method}, seed {seed}")
                     continue
                 # inject every resolved parameter: the notebook's own defaults must never apply in a suite
-                runs.append(RunSpec(cfg.flat_params(), cfg, NOTEBOOKS_DIR / METHODS.get(method).notebook, timeout,
-                                    trial, entry.get("label", "")))
+                try:
+                    notebook = plugins.notebook_for(METHODS.get(method), NOTEBOOKS_DIR)
+                    plugins.check_run(cfg)
+                except plugins.PluginError as err:
+                    raise SuiteError(f"{where}: {err}") from None
+                runs.append(RunSpec({**cfg.flat_params(), **extra}, cfg, notebook, timeout, trial,
+                                    entry.get("label", "")))
     problems += _problem_lines(bad)
     if not entries:
         problems.append(f"{path}: the suite lists no runs; add entries under runs:")
@@ -279,6 +288,20 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")
     return name, runs
+
+
+def suite_plugins(path: Path, doc: dict[str, Any]) -> dict[str, str]:
+    """Load the installed plugins and the suite's ``plugins:`` modules; the notebook parameter that passes those
+    modules to every kernel (empty when the suite names none)."""
+    modules = doc.get("plugins") or []
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SuiteError(f"{path}: 'plugins' must be a list of module names, e.g. plugins: [my_pkg.my_method]; "
+                         f"got {modules!r}")
+    try:
+        plugins.load(modules)
+    except plugins.PluginError as err:
+        raise SuiteError(f"{path}: {err}") from None
+    return {plugins.PARAM: ",".join(modules)} if modules else {}
 
 
 def _expanded(params: dict[str, Any], study: dict[str, Any] | None, trials: int | None

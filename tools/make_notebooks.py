@@ -560,9 +560,31 @@ compose_nb = nb([  # notebooks/compose.ipynb: the composition benchmark's page, 
     new_code_cell("compose.not_measured(frame) if len(frame) else print(\"no composition rows\")"),
 ])
 
+def generic_parameters_cell():
+    """dataset, method and the common RunConfig fields: a plugin's method injects its own parameters by name."""
+    types_, helps = get_type_hints(RunConfig), field_help(RunConfig)
+    fields_ = {f.name: f for f in dataclasses.fields(RunConfig)}
+    lines = [line("dataset", "eight_gaussians", str, helps["dataset"]),
+             line("method", "", str, f"{helps['method']} (set by the suite: a plugin's method)")]
+    for name in COMMON_FIELDS:
+        value, why = NOTEBOOK_VALUES.get(name, (default(fields_[name]), ""))
+        lines.append(line(name, value, types_[name], helps[name] + (f" ({why})" if why else "")))
+    return params("\n".join(lines))
+
+
+generic = train_nb(  # notebooks/run_generic.ipynb: ebmbench/plugins.py GENERIC_NOTEBOOK
+    "run_generic",
+    "A method of any family: train, evaluate",
+    "The notebook of a method whose family has no notebook of its own (a plugin's method, see "
+    "`ebmbench/plugins.py`): the shared training loop, its curves and the shared evaluation; no family pictures.",
+    generic_parameters_cell(),
+    [],
+)
+
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
              "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik,
-             "study": study_nb, "compose_run": compose_run, "compose": compose_nb}
+             "study": study_nb, "compose_run": compose_run, "compose": compose_nb,
+             "run_generic": generic}
 
 
 def build(name: str):
