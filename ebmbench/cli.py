@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
     if args.dry_run:
         for spec in runs:
-            print(spec.cfg.run_id, spec.notebook.name)
+            print(spec.cfg.run_id, spec.notebook.name, f"device={spec.cfg.device}", f"precision={spec.cfg.precision}")
         return 0
     suite_dir = Path(args.results_dir).resolve() / name
     check_writable(suite_dir)

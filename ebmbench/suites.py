@@ -413,10 +413,12 @@ def run_suite(runs: list[RunSpec], name: str, *, workers: int = 0, scheduler: st
 def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | None, retries: int,
               timeout_s: float | None, progress: bool) -> dict[str, str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
     from tqdm.auto import tqdm
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    from ebmbench.devices import local_cluster
+
+    cluster = None if scheduler else local_cluster(workers)  # one GPU per worker on a multi-GPU node
     statuses: dict[str, str] = {}
     with Client(scheduler or cluster) as client:
         futures: dict[Any, RunSpec] = {}
