@@ -103,10 +103,12 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """sha256 of the fully resolved config, minus where its results are written."""
+        """sha256 of the fully resolved config (the device resolved), minus where its results are written and the
+        parameters of ``HASH_OMITTED_AT`` at their defaults."""
         d = self.to_dict()
         for k in ("suite", "results_dir"):
             d.pop(k)
+        d["device"] = devices.resolve_device(d["device"])  # auto hashes as what it runs on
         for k, default in HASH_OMITTED_AT.items():
             if d[k] == default:
                 d.pop(k)
