@@ -165,17 +165,21 @@ def step_flops(step_fn, model, make_optimizers, cfg: RunConfig, data: Tensor) ->
     twin = copy.deepcopy(model)
     optimizers = make_optimizers(twin, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
     generator = torch.Generator(model.device).manual_seed(cfg.seed)
-    rng = torch.get_rng_state()
 
     def next_batch() -> Tensor:
         return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=model.device)]
 
-    try:  # FlopCount, not FlopCounterMode: the same formulas, and it counts steps that differentiate a gradient
-        return float(count_flops(lambda: step_fn(twin, next_batch, optimizers, generator, cfg.method_params)))
-    except Exception:  # FLOPs that cannot be counted are None (recorded as missing), never guessed
-        return None
-    finally:
-        torch.set_rng_state(rng)
+    # the CPU's and the device's global RNG (dropout) are restored: counting does not move the run's streams
+    with torch.random.fork_rng(devices=cuda_devices(model.device)):
+        try:  # FlopCount, not FlopCounterMode: the same formulas, and it counts steps that differentiate a gradient
+            return float(count_flops(lambda: step_fn(twin, next_batch, optimizers, generator, cfg.method_params)))
+        except Exception:  # FLOPs that cannot be counted are None (recorded as missing), never guessed
+            return None
+
+
+def cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA device whose RNG a step on ``device`` draws from (for ``torch.random.fork_rng``), or none."""
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
 
 def curve_steps(train_steps: int, points: int) -> list[int]:
@@ -192,16 +196,15 @@ def record_curve_point(path: Path, curve_fn: CurveFn, model: GenerativeModel, st
     generator, so a run with curve points trains exactly like one without.
     """
     t0 = time.perf_counter()
-    rng = torch.get_rng_state()
     raw = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
-        if weights is not None:
-            load_weights(model, weights)
-        model.eval()
-        records = curve_fn(model, step)
+        with torch.random.fork_rng(devices=cuda_devices(model.device)):  # CPU and device RNG restored after
+            if weights is not None:
+                load_weights(model, weights)
+            model.eval()
+            records = curve_fn(model, step)
     finally:
         load_weights(model, raw)
-        torch.set_rng_state(rng)
         model.train()
     with path.open("a") as f:
         for rec in records:
