@@ -61,8 +61,9 @@ def apply_policy(device: str, precision: str = "fp32", deterministic: bool = Fal
         torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
+    if deterministic != torch.are_deterministic_algorithms_enabled():  # a run in the same process set it before
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic = deterministic
     return policy(device, precision, deterministic)
 
 
