@@ -156,3 +156,12 @@ def test_a_multi_gpu_cluster_starts_each_worker_on_its_own_gpu(monkeypatch):
     with devices.local_cluster(3, gpus=2) as cluster, Client(cluster) as client:
         seen = sorted(client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values())
     assert seen == ["0", "0", "1"]
+
+
+def test_feature_metrics_take_the_runs_device():
+    from ebmbench.metrics.registry import SAMPLE_METRICS
+
+    cfg = config.resolve({"dataset": "digits", "method": "ddpm", "device": "cpu"})
+    for name in ("fid_domain", "kid_domain", "is_domain", "precision_domain", "recall_domain", "nn_copy_fraction",
+                 "fid_inception"):
+        assert SAMPLE_METRICS.get(name).kwargs(cfg) == {"device": "cpu"}, name
