@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUITE ?= quick
 WORKERS ?= 2
+DEVICE ?= auto
 
 .PHONY: benchmark test lab lint clean
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 benchmark: $(STAMP)
-	$(BIN)/ebmbench run $(SUITE) --workers $(WORKERS)
+	$(BIN)/ebmbench run $(SUITE) --workers $(WORKERS) --device $(DEVICE)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

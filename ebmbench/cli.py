@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs = select(runs, args.only)
     if args.dry_run:
         for spec in runs:
-            print(spec.cfg.run_id, spec.notebook.name)
+            print(spec.cfg.run_id, spec.notebook.name, f"device={spec.cfg.device}", f"precision={spec.cfg.precision}")
         if not args.no_estimate:
             from ebmbench.estimate import report
 

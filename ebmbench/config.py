@@ -12,7 +12,9 @@ from typing import Any, get_type_hints
 
 import torch
 
+from ebmbench import devices
 from ebmbench.builtins import DATASETS, METHODS, SAMPLE_METRICS
+from ebmbench.devices import DEVICES, PRECISIONS
 from ebmbench.params import field_problems, meta, param, shown, spell
 from ebmbench.plugins import fingerprint as plugin_fingerprint
 from ebmbench.samplers.compiled import COMPILE_MODES
@@ -26,7 +28,8 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-DEVICES = ("cpu", "cuda", "auto")
+# parameters added after runs were first hashed: left out of the hash at these defaults, so old hashes hold
+HASH_OMITTED_AT = {"precision": "fp32", "deterministic": False}
 
 
 @dataclass
@@ -38,7 +41,14 @@ class RunConfig:
     seed: int = param(0, "seeds training, sampling and evaluation", range=">= 0")
     suite: str = param("adhoc", "results go to results/<suite>/runs/<run_id>/")
     results_dir: str = param("results", "root folder of all suites")
-    device: str = param("cpu", "cpu | cuda | auto (cuda when available)", choices=DEVICES)
+    device: str = param("auto", "cpu | cuda | auto (cuda when available); the resolved device is recorded",
+                        choices=DEVICES)
+    precision: str = param(
+        "fp32", "fp32 | tf32 (TF32 matmuls and convolutions on CUDA) | bf16 (autocast in training and sampling); "
+        "FID/KID/IS features are always fp32 (ebmbench/devices.py)", choices=PRECISIONS)
+    deterministic: bool = param(
+        False, "deterministic algorithms (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG); "
+        "false: cudnn.benchmark on CUDA")
     threads: int = param(1, "torch intra-op threads, recorded with every timing", range=">= 1")
     train_steps: int = param(1000, "optimizer steps", range=">= 1")
     batch_size: int = param(128, "training batch", range=">= 1")
@@ -94,10 +104,15 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """sha256 of the fully resolved config, minus where its results are written."""
+        """sha256 of the fully resolved config (the device resolved), minus where its results are written and the
+        parameters of ``HASH_OMITTED_AT`` at their defaults."""
         d = self.to_dict()
         for k in ("suite", "results_dir"):
             d.pop(k)
+        d["device"] = devices.resolve_device(d["device"])  # auto hashes as what it runs on
+        for k, default in HASH_OMITTED_AT.items():
+            if d[k] == default:
+                d.pop(k)
         used = plugin_fingerprint(self)  # name, version, source hash of each plugin the run uses (none: unchanged)
         if used:
             d["plugins"] = used
@@ -145,8 +160,9 @@ def check_type(name: str, value: Any, expected: type) -> Any:
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when torch sees one, else cpu; a named device must exist."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return devices.resolve_device(device)
     if device not in DEVICES:
         raise ConfigError(f"parameter 'device' must be {spell(DEVICES)}, got {shown(device)}")
     if device == "cuda" and not torch.cuda.is_available():

@@ -23,8 +23,11 @@ from torch import Tensor
 
 
 def as_sigma(sigma: float | Tensor, x: Tensor) -> Tensor:
-    """sigma as a (B,) tensor on x's device and dtype: a float broadcasts to every sample."""
-    s = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
+    """sigma as a (B,) tensor on x's device and dtype: a float broadcasts to every sample. A float is filled in on
+    the device (``torch.as_tensor(float, device=cuda)`` would be a blocking host-to-device copy)."""
+    if not isinstance(sigma, Tensor):
+        return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+    s = sigma.to(device=x.device, dtype=x.dtype)
     return s.expand(x.shape[0]) if s.dim() == 0 else s.reshape(x.shape[0])
 
 
@@ -54,7 +57,15 @@ class NoiseProcess:
 
     def check(self, sigma: float | Tensor, rtol: float = 1e-3) -> None:
         """Refuse noise levels outside the trained range (0.1 % slack: float32 schedules put DDPM's
-        sigma_0 at 0.0100013, not 0.01); the score is unknown there. A float needs no device sync."""
+        sigma_0 at 0.0100013, not 0.01); the score is unknown there. A float needs no device sync, and a tensor is
+        checked by a device-side assert (``torch._assert_async``), so neither reads the device on the host."""
+        if isinstance(sigma, Tensor):  # checked on the device (an accelerator raises when it gets there): no host read
+            inside = (sigma.min() >= self.sigma_min * (1 - rtol)) & (sigma.max() <= self.sigma_max * (1 + rtol))
+            try:
+                torch._assert_async(inside, f"sigma leaves the {self.kind} process' range")
+                return
+            except RuntimeError:  # on the CPU the check is immediate: say which sigma
+                pass
         lo, hi = (float(sigma.min()), float(sigma.max())) if isinstance(sigma, Tensor) else (sigma, sigma)
         if lo < self.sigma_min * (1 - rtol) or hi > self.sigma_max * (1 + rtol):
             raise ValueError(
@@ -105,16 +116,23 @@ class VPNoise(NoiseProcess):
     def scale(self, sigma: Tensor) -> Tensor:
         return (1 + sigma**2).rsqrt()
 
+    def tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(t grid, log sigma_t) in float64 on ``device``, copied there once (no copy per call)."""
+        cache = self.__dict__.setdefault("_tables", {})
+        if device not in cache:
+            ts = torch.arange(len(self.sigmas), dtype=torch.float64)
+            cache[device] = (ts.to(device), self.log_sigmas.to(device))
+        return cache[device]
+
     def timestep(self, sigma: Tensor) -> Tensor:
-        """Fractional t with log sigma_t = log sigma, linear in log sigma between grid points."""
-        ts = torch.arange(len(self.sigmas), dtype=torch.float64)
-        t = interp(sigma.detach().double().cpu().log(), self.log_sigmas, ts)
-        return t.to(device=sigma.device, dtype=torch.float32)
+        """Fractional t with log sigma_t = log sigma, linear in log sigma between grid points (on sigma's device)."""
+        ts, log_sigmas = self.tables(sigma.device)
+        return interp(sigma.detach().double().log(), log_sigmas, ts).to(torch.float32)
 
     def sigma_at(self, t: Tensor) -> Tensor:
         """sigma at a (possibly fractional) timestep: the inverse of ``timestep``."""
-        ts = torch.arange(len(self.sigmas), dtype=torch.float64)
-        return interp(t.detach().double().cpu(), ts, self.log_sigmas).exp().to(t.device)
+        ts, log_sigmas = self.tables(t.device)
+        return interp(t.detach().double(), ts, log_sigmas).exp()
 
     def describe(self) -> dict[str, float | str]:
         return {**super().describe(), "timesteps": len(self.sigmas), "sigma_to_t": "linear in log sigma"}

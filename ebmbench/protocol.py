@@ -16,6 +16,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -166,6 +167,17 @@ class SamplerSpec:
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
 
 
+# (offset, total) of the batch a sampler is drawing within one ``GenerativeModel.sample`` call; (0, None) outside
+_DRAW: ContextVar[tuple[int, int | None]] = ContextVar("ebmbench_draw", default=(0, None))
+
+
+def draw_position() -> tuple[int, int | None]:
+    """Where the current batch starts in its ``sample()`` call, and how many samples the call draws in all
+    (None when the sampler is called directly). A sampler whose batches must not overlap (the replay buffer's
+    distinct draws) reads it."""
+    return _DRAW.get()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -222,7 +234,11 @@ class GenerativeModel(nn.Module):
         for lo in range(0, n, batch_size):
             size = min(batch_size, n - lo)
             self.net.reset()
-            out = spec.fn(self, size, generator=generator, **budget)
+            token = _DRAW.set((lo, n))
+            try:
+                out = spec.fn(self, size, generator=generator, **budget)
+            finally:
+                _DRAW.reset(token)
             if out.nfe != self.net.forward_calls:
                 raise RuntimeError(
                     f"sampler {spec.name!r} claims {out.nfe} NFE but the network was called "

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ebmbench.devices import cuda_provenance
+
 SCHEMA_VERSION = 2  # 2: learning-curve rows (train_step set) and counted training FLOPs (train_flops)
 COLUMNS = [
     "schema_version", "run_id", "suite", "dataset", "dataset_hash", "family", "method", "sampler", "seed",
@@ -115,13 +117,14 @@ def code_version() -> str:
 
 
 def provenance(device: str) -> dict[str, Any]:
-    """Git commit (and whether tracked files differ), the exact code version, package versions and the device."""
+    """Git commit (and whether tracked files differ), the exact code version, package versions, the device, and
+    CUDA's runtime, cuDNN and driver versions with the TF32 and determinism flags in force (``versions.cuda``)."""
     commit = git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
-        "versions": {**package_versions(), "code": code_version()},
+        "versions": {**package_versions(), "code": code_version(), "cuda": cuda_provenance()},
         "device": device_name(device),
     }
 

@@ -18,6 +18,7 @@ from ebmbench.builtins import METHODS, load_dataset
 from ebmbench.config import RunConfig
 from ebmbench.data.base import Dataset
 from ebmbench.data.convert import to_uint8
+from ebmbench.devices import apply_policy, autocast, policy
 from ebmbench.methods.base import MethodSpec
 from ebmbench.metrics.cost import sample_with_cost
 from ebmbench.metrics.derived import forward_kl_values
@@ -67,6 +68,7 @@ def start(namespace_or_params: dict[str, Any]) -> Run:
     plugins.load(params.pop(plugins.PARAM, ""))  # installed plugins and the suite's plugin modules, as the suite did
     cfg = config_mod.resolve(params)
     torch.set_num_threads(cfg.threads)
+    apply_policy(cfg.device, cfg.precision, cfg.deterministic)  # on the CPU at fp32: nothing changes
     torch.manual_seed(cfg.seed)
     dataset = load_dataset(cfg.dataset)
     spec = METHODS.get(cfg.method)
@@ -151,8 +153,9 @@ def curve_point(run: Run, model: GenerativeModel, step: int) -> list[dict[str, A
         generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 2)
         base = {"sampler": label}
         try:
-            samples = model.sample(n, generator=generator, sampler=name, batch_size=cfg.eval_batch_size or None,
-                                   **budget)
+            with autocast(cfg.device, cfg.precision):
+                samples = model.sample(n, generator=generator, sampler=name,
+                                       batch_size=cfg.eval_batch_size or None, **budget)
         except (FloatingPointError, ValueError, RuntimeError) as err:
             records += [{**base, "metric": m.name, "status": "failed", "reason": f"sampler {label!r} failed: {err}"}
                         for m in metrics]
@@ -200,8 +203,9 @@ def draw_samples(run: Run) -> dict[str, Samples]:
     for label, name, budget in sampler_plan(run):
         generator = torch.Generator(cfg.device).manual_seed(cfg.seed + 1)
         try:
-            run.samples[label] = sample_with_cost(run.model, cfg.n_eval_samples, sampler=name, budget=budget,
-                                                  generator=generator, batch_size=cfg.eval_batch_size or None)
+            with autocast(cfg.device, cfg.precision):
+                run.samples[label] = sample_with_cost(run.model, cfg.n_eval_samples, sampler=name, budget=budget,
+                                                      generator=generator, batch_size=cfg.eval_batch_size or None)
         except (FloatingPointError, ValueError, RuntimeError) as err:
             reason = f"sampler {label!r} failed: {type(err).__name__}: {err}"
             run.values += [MetricValue(m, None, status="failed", reason=reason, sampler=label)
@@ -280,8 +284,9 @@ def finish(run: Run) -> dict[str, Any]:
     save_artifacts(run)
     weights = (f"EMA (decay {run.cfg.ema_decay}) at step {run.trained.steps}" if run.cfg.eval_weights == "ema"
                else f"raw weights at step {run.trained.steps}") if run.trained else "none"
+    numerics = policy(run.cfg.device, run.cfg.precision, run.cfg.deterministic)
     for v in values:
-        v.meta["weights"] = weights
+        v.meta.update(weights=weights, numerics=numerics)
     if run.trained is not None:
         for v in values:
             v.meta.update(train_flops_per_step=run.trained.flops_per_step, resumed_from_step=run.trained.resumed_from)

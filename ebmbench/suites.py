@@ -590,11 +590,12 @@ def _run_dask(todo: list[RunSpec], name: str, workers: int, scheduler: str | Non
               ) -> tuple[dict[str, str], str]:
     """One Dask task per run; Dask retries infrastructure deaths (and lost workers); a storage error cancels the
     runs not yet finished. The client closes before the cluster, also on Ctrl-C (then quietly, and at once)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
+    from ebmbench.devices import local_cluster
     from ebmbench.estimate import EtaBar
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    cluster = None if scheduler else local_cluster(workers)  # one GPU per worker on a multi-GPU node
     statuses: dict[str, str] = {}
     stopped, interrupted = "", False
     client = Client(scheduler or cluster)

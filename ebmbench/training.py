@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ebmbench.config import RunConfig
+from ebmbench.devices import autocast
 from ebmbench.methods.base import MethodSpec, training_step
 from ebmbench.metrics.cost import count_flops
 from ebmbench.protocol import GenerativeModel
@@ -101,13 +102,31 @@ def divergence(diag: dict[str, float], cfg: RunConfig) -> str:
     return ""
 
 
+def rng_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random state training draws from, as CPU ByteTensors: the run's generator, torch's global CPU
+    generator and, on CUDA, every GPU's default generator (dropout in the CIFAR U-Net draws from it)."""
+    states: dict[str, Any] = {"generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
+def restore_rng(ckpt: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Set the states ``rng_states`` saved; CUDA states only on CUDA, for the GPUs that exist now."""
+    generator.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    saved = ckpt.get("cuda_rng") or []
+    if device.type == "cuda" and saved:
+        torch.cuda.set_rng_state_all(saved[: torch.cuda.device_count()])
+
+
 def save_checkpoint(path: Path, step: int, model, optimizers, ema, generator, wall_s: float,
                     key: dict[str, str]) -> None:
     """The resume point, stamped with ``key`` (config hash and code version) so it is resumed only by its run."""
     atomic_torch_save(path, {
         "step": step, "model": model.state_dict(), "ema": ema,
         "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "wall_s": wall_s, **key,
+        **rng_states(generator, generator.device), "wall_s": wall_s, **key,
     })
 
 
@@ -146,17 +165,21 @@ def step_flops(step_fn, model, make_optimizers, cfg: RunConfig, data: Tensor) ->
     twin = copy.deepcopy(model)
     optimizers = make_optimizers(twin, cfg.lr, (cfg.adam_beta1, cfg.adam_beta2))
     generator = torch.Generator(model.device).manual_seed(cfg.seed)
-    rng = torch.get_rng_state()
 
     def next_batch() -> Tensor:
         return data[torch.randint(len(data), (cfg.batch_size,), generator=generator, device=model.device)]
 
-    try:  # FlopCount, not FlopCounterMode: the same formulas, and it counts steps that differentiate a gradient
-        return float(count_flops(lambda: step_fn(twin, next_batch, optimizers, generator, cfg.method_params)))
-    except Exception:  # FLOPs that cannot be counted are None (recorded as missing), never guessed
-        return None
-    finally:
-        torch.set_rng_state(rng)
+    # the CPU's and the device's global RNG (dropout) are restored: counting does not move the run's streams
+    with torch.random.fork_rng(devices=cuda_devices(model.device)):
+        try:  # FlopCount, not FlopCounterMode: the same formulas, and it counts steps that differentiate a gradient
+            return float(count_flops(lambda: step_fn(twin, next_batch, optimizers, generator, cfg.method_params)))
+        except Exception:  # FLOPs that cannot be counted are None (recorded as missing), never guessed
+            return None
+
+
+def cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA device whose RNG a step on ``device`` draws from (for ``torch.random.fork_rng``), or none."""
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
 
 def curve_steps(train_steps: int, points: int) -> list[int]:
@@ -173,16 +196,15 @@ def record_curve_point(path: Path, curve_fn: CurveFn, model: GenerativeModel, st
     generator, so a run with curve points trains exactly like one without.
     """
     t0 = time.perf_counter()
-    rng = torch.get_rng_state()
     raw = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
-        if weights is not None:
-            load_weights(model, weights)
-        model.eval()
-        records = curve_fn(model, step)
+        with torch.random.fork_rng(devices=cuda_devices(model.device)):  # CPU and device RNG restored after
+            if weights is not None:
+                load_weights(model, weights)
+            model.eval()
+            records = curve_fn(model, step)
     finally:
         load_weights(model, raw)
-        torch.set_rng_state(rng)
         model.train()
     with path.open("a") as f:
         for rec in records:
@@ -247,8 +269,7 @@ def train(
         for k, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][k])  # moves state to its parameters' device
         ema = {n: v.to(device) for n, v in ckpt["ema"].items()}
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        restore_rng(ckpt, generator, device)
         start, wall_before = ckpt["step"], ckpt["wall_s"]
         truncate_curves(curves_path, start)
         truncate_curves(points_path, start)
@@ -273,8 +294,10 @@ def train(
     every, pending = guard_every(device, cfg), []
     names, params = zip(*model.named_parameters())  # the same Parameter objects all training (loads copy into them)
     ema_list, param_list = [ema[n] for n in names], list(params)
+    precision = autocast(device.type, cfg.precision)  # bf16: autocast; fp32, tf32: a null context
     for step in bar:
-        pending.append(step_fn(model, next_batch, optimizers, generator, cfg.method_params))
+        with precision:
+            pending.append(step_fn(model, next_batch, optimizers, generator, cfg.method_params))
         done = step + 1
         if (done % every == 0 or done % cfg.log_every == 0 or done % cfg.checkpoint_every == 0 or done in marks
                 or done == cfg.train_steps or (cfg.snapshot_every and done % cfg.snapshot_every == 0)

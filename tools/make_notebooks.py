@@ -43,7 +43,7 @@ def params(src):
 # ---------------------------------------------------------------- parameters cells from the dataclasses
 
 # RunConfig fields every training notebook lists (names only: their defaults and help come from RunConfig)
-COMMON_FIELDS = ("seed", "suite", "results_dir", "device", "threads", "train_steps", "batch_size", "lr",
+COMMON_FIELDS = ("seed", "suite", "results_dir", "device", "precision", "threads", "train_steps", "batch_size", "lr",
                  "n_eval_samples", "samplers")
 # the one notebook value that differs from the dataclass default, and why: notebooks run from notebooks/
 NOTEBOOK_VALUES = {"results_dir": ("../results", "relative to notebooks/, where the notebook runs")}

@@ -14,7 +14,7 @@ from ebmbench.nets.cifar import ENERGY_ARCHS, energy_net
 from ebmbench.nets.conv import apply_spectral_norm, conv_energy_for
 from ebmbench.nets.mlp import EnergyMLP
 from ebmbench.params import param
-from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec
+from ebmbench.protocol import SAMPLERS, Box, GenerativeModel, SamplerOutput, SamplerSpec, draw_position
 from ebmbench.samplers.compiled import grad_fn
 from ebmbench.samplers.langevin import ula, ula_chain
 
@@ -181,12 +181,21 @@ def pcd_loss(model: EBM, x_pos: Tensor, generator: torch.Generator, params: PCDP
 
 
 def replay_buffer(model: EBM, n: int, generator: torch.Generator, steps: int = 0) -> SamplerOutput:
-    """Draw persistent chains from the replay buffer; their amortized cost is their chain age."""
+    """Draw persistent chains from the replay buffer; their amortized cost is their chain age.
+
+    The batches of one ``sample()`` call take consecutive slices of one permutation of the buffer, so all the
+    call's samples are distinct chains (each batch drawing its own permutation repeated chains across batches:
+    50,000 samples in batches of 1,000 from a 50,000-chain buffer held about 32,000 distinct ones)."""
     if model.buffer_age[0] < 0:
         raise ValueError("the replay buffer is empty: train the model before sampling from it")
-    if n > model.params.buffer_size:
-        raise ValueError(f"n={n} exceeds buffer_size={model.params.buffer_size}; lower n or batch_size")
-    idx = torch.randperm(model.params.buffer_size, generator=generator, device=model.buffer.device)[:n]
+    offset, total = draw_position()
+    if max(n, total or 0) > model.params.buffer_size:
+        raise ValueError(f"{max(n, total or 0)} samples exceed buffer_size={model.params.buffer_size}: they would "
+                         f"repeat chains; lower n_eval_samples (or n) or raise buffer_size")
+    if offset == 0 or "_buffer_perm" not in model.__dict__:  # a draw's first batch: one permutation for the call
+        model.__dict__["_buffer_perm"] = torch.randperm(model.params.buffer_size, generator=generator,
+                                                        device=model.buffer.device)
+    idx = model.__dict__["_buffer_perm"][offset:offset + n]
     x, ages = model.buffer[idx].clone(), model.buffer_age[idx].float()
     if steps:
         x, _ = ula(model.energy, x, steps=steps, generator=generator, box=model.support,

@@ -35,8 +35,10 @@ from ebmbench.mathutil import visible_logits
 from ebmbench.metrics import likelihood
 from ebmbench.metrics.base import Measured, Metric, NotApplicable, register
 from ebmbench.protocol import Box, GenerativeModel, GibbsModel
+from ebmbench.samplers.corrected import sigma_table
 from ebmbench.samplers.hmc import hmc_chain
 from ebmbench.samplers.mala import mala_chain
+from ebmbench.samplers.metropolis import MCMCStats, settle
 
 Energy = Callable[[Tensor], Tensor]
 SIGMOID_DELTA = 4.0  # steepness of the sigmoid schedule (Grosse et al. 2015, BDMC code)
@@ -215,6 +217,7 @@ class EnergyPath:
         self.energy, self.box, self.base, self.params = CountingEnergy(energy), box, base, params
         self.log_z0, self.dtype, self.device = base.log_z0, dtype, device
         self.accepted: list[float] = []
+        self.chains: list[MCMCStats] = []  # the transitions' device-side stats, read once after annealing
 
     def sample_base(self, n: int, generator: torch.Generator) -> Tensor:
         return self.base.sample(n, generator, self.dtype, self.device)
@@ -234,10 +237,10 @@ class EnergyPath:
 
         if p.kernel == "hmc":
             x, stats = hmc_chain(u, x, steps=steps, leapfrog_steps=p.leapfrog_steps, step_size=p.step_size,
-                                 step_jitter=p.step_jitter, generator=generator, box=self.box)
+                                 step_jitter=p.step_jitter, generator=generator, box=self.box, sync=False)
         else:
-            x, stats = mala_chain(u, x, steps=steps, eps=p.step_size, generator=generator, box=self.box)
-        self.accepted.append(stats.acceptance)
+            x, stats = mala_chain(u, x, steps=steps, eps=p.step_size, generator=generator, box=self.box, sync=False)
+        self.chains.append(stats)  # no host read per annealing step: ``settle_chains`` reads them all at the end
         return x
 
 
@@ -300,9 +303,18 @@ def _timed(fn: Callable[[], dict[str, Any]], path: Path) -> tuple[dict[str, Any]
         path.accepted.clear()
     start = time.perf_counter()
     out = fn()
+    if isinstance(path, EnergyPath):
+        settle_chains(path, "AIS transitions")
     wall = time.perf_counter() - start
     acc = sum(path.accepted) / len(path.accepted) if isinstance(path, EnergyPath) and path.accepted else None
     return out, wall, _cost(path) - calls0, acc
+
+
+def settle_chains(path: EnergyPath | DiffusionPath, what: str) -> None:
+    """Raise if an energy along any transition was NaN or inf, else move their acceptances into ``accepted``
+    (one host read for the whole anneal)."""
+    chains, path.chains = path.chains, []
+    path.accepted = settle(chains, what)
 
 
 def _cost(path: Path) -> int:
@@ -435,7 +447,9 @@ class DiffusionPath:
         self.betas = [float(k) for k in range(len(self.timesteps) + 1)]
         self.box, self.dim = model.support, model.support.dim
         self.log_z0 = 0.5 * self.dim * math.log(2 * math.pi)
+        self.sigmas = sigma_table(model.make_ddpm_scheduler())  # sigma_t per timestep on the host: no read a level
         self.accepted: list[float] = []
+        self.chains: list[MCMCStats] = []
 
     def sample_base(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.randn((n, *self.box.shape), generator=generator, device=generator.device).to(self.model.device)
@@ -456,8 +470,7 @@ class DiffusionPath:
         return self.log_f(x, round(beta_to)) - self.log_f(x, round(beta_from))
 
     def step(self, k: int) -> float:
-        t = self._t(k, 1)
-        return self.params.level_step * float(self.model.sigma_t(t)) ** 2 + self.params.level_step_floor
+        return self.params.level_step * self.sigmas[self.timesteps[k - 1]] ** 2 + self.params.level_step_floor
 
     def transition(self, x: Tensor, beta: float, generator: torch.Generator, steps: int) -> Tensor:
         k = round(beta)
@@ -468,8 +481,8 @@ class DiffusionPath:
             return self.model.energy_t(y, self._t(k, len(y)))
 
         box = self.box if k == len(self.timesteps) else None
-        x, stats = mala_chain(energy, x, steps=steps, eps=self.step(k), generator=generator, box=box)
-        self.accepted.append(stats.acceptance)
+        x, stats = mala_chain(energy, x, steps=steps, eps=self.step(k), generator=generator, box=box, sync=False)
+        self.chains.append(stats)
         return x
 
 
@@ -488,6 +501,7 @@ def diffusion_log_z(model: Any, params: AISParams, x_model: Tensor | None = None
         path.accepted.clear()
         calls0, t0 = model.net.forward_calls, time.perf_counter()
         log_w = anneal(path, x, betas, generator, params.mcmc_steps)
+        settle_chains(path, "diffusion AIS transitions")
         out[direction] = {**summarize(log_w, path.log_z0, direction, params.runs),
                           "nfe_per_chain": model.net.forward_calls - calls0, "wall_s": time.perf_counter() - t0,
                           "levels": len(path.timesteps), "acceptance": (sum(path.accepted) / len(path.accepted)

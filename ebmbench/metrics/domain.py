@@ -2,8 +2,10 @@
 FID/KID/IS/precision-recall exist offline and on small images (the in-domain analogue of the
 Inception network of Heusel et al. 2017).
 
-The checkpoint is cached under the dataset's content hash and an architecture tag
-(``<cache>/domain/<name>-<content_hash>-<arch_tag>.pt``); the weights hash is recomputed
+The checkpoint is cached under the dataset's content hash and a tag of its architecture, training and, off
+the CPU, the device type it is trained on (``<cache>/domain/<name>-<content_hash>-<tag>.pt``: a classifier trained on
+a GPU has other weights, so it never stands in for the CPU's); training and extraction run in float32 with TF32 off
+(``ebmbench.devices.fp32_extraction``); the weights hash is recomputed
 from the loaded weights, never trusted from the file. The extractor is registered with
 torch-fidelity as ``ebmbench-domain-<name>-<weights_hash>``, so any cached features or
 statistics keyed by that name change with the weights. It reads uint8 images (from
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import to_uint8
+from ebmbench.devices import EXTRACTION_PRECISION, fp32_extraction, resolve_device
 from ebmbench.serialization import load_tensors
 
 ARCH_VERSION = 1  # bump when DomainClassifier changes: old checkpoints are then not reused
@@ -59,8 +62,8 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def pick_device(device: str) -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                        "cpu" if device == "auto" else device)
+    """The torch device of a run's device name (``auto``: cuda when available)."""
+    return torch.device(resolve_device(device))
 
 
 class DomainClassifier(nn.Module):
@@ -93,9 +96,15 @@ def arch_of(dataset: Dataset, params: DomainParams) -> dict[str, int]:
             "feature_dim": params.feature_dim}
 
 
-def checkpoint_path(dataset: Dataset, params: DomainParams, cache_dir: str | Path | None = None) -> Path:
-    """Where the classifier of this dataset content and architecture/training is cached."""
-    key = json.dumps({"arch_version": ARCH_VERSION, **arch_of(dataset, params), **asdict(params)}, sort_keys=True)
+def checkpoint_path(dataset: Dataset, params: DomainParams, cache_dir: str | Path | None = None,
+                    device: str = "cpu") -> Path:
+    """Where the classifier of this dataset content, architecture/training and device type is cached (the CPU's
+    key is the one it had before devices were part of it, so CPU caches stay valid)."""
+    fields = {"arch_version": ARCH_VERSION, **arch_of(dataset, params), **asdict(params)}
+    kind = pick_device(device).type
+    if kind != "cpu":  # what else changes the weights: the device's kernels, at the one precision policy
+        fields.update(train_device=kind, numerics=EXTRACTION_PRECISION)
+    key = json.dumps(fields, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_root(cache_dir) / "domain" / f"{dataset.name}-{dataset.content_hash}-{tag}.pt"
 
@@ -112,9 +121,14 @@ def accuracy(net: DomainClassifier, images: Tensor, labels: Tensor, device: torc
     return correct / len(labels)
 
 
-def train_classifier(dataset: Dataset, params: DomainParams, device: str = "auto") -> dict[str, Any]:
-    """Train on the training split with a fixed seed; return the checkpoint (weights, test accuracy, time)."""
-    dev = pick_device(device)
+def train_classifier(dataset: Dataset, params: DomainParams, device: str = "cpu") -> dict[str, Any]:
+    """Train on the training split with a fixed seed, in float32 with TF32 off; return the checkpoint (weights,
+    test accuracy, time)."""
+    with fp32_extraction():
+        return _train_classifier(dataset, params, pick_device(device))
+
+
+def _train_classifier(dataset: Dataset, params: DomainParams, dev: torch.device) -> dict[str, Any]:
     images, labels = to_uint8(dataset.train, dataset), dataset.labels["train"]
     generator = torch.Generator().manual_seed(params.seed)
     with torch.random.fork_rng(devices=[]):  # initialization from the seed, global RNG left untouched
@@ -171,12 +185,13 @@ class DomainExtractor:
 
 
 def load_or_train(dataset: Dataset, params: DomainParams | None = None, cache_dir: str | Path | None = None,
-                  device: str = "auto") -> DomainExtractor:
-    """The dataset's domain extractor: the cached checkpoint, or a fresh one trained and cached."""
+                  device: str = "cpu") -> DomainExtractor:
+    """The dataset's domain extractor: the cached checkpoint of ``device``'s type, or a fresh one trained there
+    and cached."""
     if not dataset.labels:
         raise ValueError(f"dataset {dataset.name!r} has no labels: no domain classifier can be trained")
     params = params or DEFAULT_PARAMS.get(dataset.name, DomainParams())
-    path = checkpoint_path(dataset, params, cache_dir)
+    path = checkpoint_path(dataset, params, cache_dir, device)
     if not path.is_file():
         save_if_absent(path, train_classifier(dataset, params, device))
     ckpt = load_tensors(path)

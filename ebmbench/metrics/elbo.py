@@ -106,7 +106,7 @@ def per_sample(v: Tensor, x: Tensor) -> Tensor:
 def noisy(model: GenerativeModel, x0: Tensor, s: Tensor, sch: Schedule, generator: torch.Generator
           ) -> tuple[Tensor, Tensor]:
     """x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s) eps in float64, and the model's mean mu(x_s, s) (eq. 11)."""
-    eps = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float64).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)  # the generator's device
     ab, beta = per_sample(sch.ab[s], x0), per_sample(sch.beta[s], x0)
     x_s = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
     with torch.no_grad():
@@ -158,7 +158,7 @@ def bound_terms(model: GenerativeModel, x0: Tensor, sch: Schedule, width: float,
         steps = sum(step_kl(model, x0, torch.full((n,), s, dtype=torch.long, device=x0.device), sch, generator)
                     for s in range(1, T))
     else:
-        draws = [torch.randint(1, T, (n,), generator=generator, device=generator.device).to(x0.device)
+        draws = [torch.randint(1, T, (n,), generator=generator, device=x0.device)
                  for _ in range(params.t_samples)]
         steps = (T - 1) / params.t_samples * sum(step_kl(model, x0, s, sch, generator) for s in draws)
     return prior_kl(x0, sch), steps, decoder_nll(model, x0, sch, width, low, high, generator)
@@ -187,7 +187,7 @@ def model_metric_elbo(model: GenerativeModel, dataset: Dataset, params: ELBOPara
 
     ``model`` has capability ``eps_prediction`` (``ebmbench.protocol.EpsModel``); the registry checks it."""
     params = params or ELBOParams()
-    generator = torch.Generator().manual_seed(params.seed)
+    generator = torch.Generator(model.device).manual_seed(params.seed)  # noise drawn where it is used, no copies
     x = likelihood.heldout_points(dataset, params.max_points).to(model.device)
     box = dataset.support
     width = likelihood.bin_width(dataset.levels, box)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ebmbench.data.base import Dataset, tensors_hash
 from ebmbench.data.convert import for_extractor, to_uint8
+from ebmbench.devices import EXTRACTION_PRECISION, fp32_extraction
 from ebmbench.metrics import domain
 from ebmbench.metrics.base import Measured, Metric, NotApplicable, register
 from ebmbench.results import atomic_write_json
@@ -135,7 +136,7 @@ def inception_weights(weights_path: str | Path | None = None, download: bool = F
 
 
 def resolve_extractor(kind: str, dataset: Dataset, *, weights_path: str | Path | None = None,
-                      cache_dir: str | Path | None = None, device: str = "auto", download: bool = False) -> Extractor:
+                      cache_dir: str | Path | None = None, device: str = "cpu", download: bool = False) -> Extractor:
     """The named extractor, with its weights identified by hash (domain: trained or loaded from cache)."""
     if kind == "domain":
         ex = domain.load_or_train(dataset, cache_dir=cache_dir, device=device)
@@ -155,7 +156,7 @@ def run_fidelity(gen: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ..
     small kernels on a shared 2-core machine."""
     import torch_fidelity
 
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"), fp32_extraction():
         out = torch_fidelity.calculate_metrics(
             input1=ImageSet(for_extractor(gen, ex.rgb)), input2=ImageSet(for_extractor(ref, ex.rgb)),
             input1_cache_name=gen_cache, input2_cache_name=ref_cache, feature_extractor=ex.name,
@@ -221,10 +222,11 @@ def data_floor(floor: Tensor, ref: Tensor, ex: Extractor, metrics: tuple[str, ..
 def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "domain", n: int | None = None,
                      weights_path: str | Path | None = None, kid_subset_size: int | None = None,
                      min_samples: int | None = None, metrics: tuple[str, ...] = ALL_METRICS,
-                     cache_dir: str | Path | None = None, device: str = "auto", download: bool = False,
+                     cache_dir: str | Path | None = None, device: str = "cpu", download: bool = False,
                      published_dir: str | Path | None = None) -> dict[str, Any]:
     """FID, KID (mean, std), IS, precision/recall of ``samples`` against the test split, with the data floor,
-    the copy test and the protocol. ``min_samples`` defaults to twice the feature dimension."""
+    the copy test and the protocol. ``min_samples`` defaults to twice the feature dimension. Features are
+    extracted on ``device`` (a run passes its own) in float32 with TF32 off."""
     start = time.perf_counter()
     check_applicable(dataset)
     unknown = sorted(set(metrics) - set(ALL_METRICS))
@@ -254,7 +256,8 @@ def fidelity_metrics(samples: Tensor, dataset: Dataset, *, extractor: str = "dom
     meta = {"extractor": ex.name, "extractor_kind": ex.kind, "weights_hash": ex.weights_hash,
             "extractor_info": ex.info, "reference": "test", "n": n, "n_reference": len(ref), "n_floor": n_floor,
             "kid_subset_size": subset, "kid_subset_size_requested": kid_subset_size, "kid_subsets": KID_SUBSETS,
-            "rng_seed": RNG_SEED, "min_samples": guard, "conversion": "to_uint8: clamp, nearest level, level to byte",
+            "rng_seed": RNG_SEED, "min_samples": guard, "device": str(dev), "precision": EXTRACTION_PRECISION,
+            "conversion": "to_uint8: clamp, nearest level, level to byte",
             "torch_fidelity": version("torch-fidelity"),
             "floor_definition": f"{n_floor} training images (seed {FLOOR_SEED}) against the same test reference"}
     meta["comparable"] = {m: comparability(dataset.name, m, ex.kind, "test", n, published_dir)
@@ -318,13 +321,13 @@ def comparability(dataset: str, metric: str, extractor: str, reference: str, n: 
 _LAST: dict[tuple[str, str, str], dict[str, Any]] = {}
 
 
-def evaluate_cached(x: Tensor, dataset: Dataset, extractor: str) -> dict[str, Any]:
+def evaluate_cached(x: Tensor, dataset: Dataset, extractor: str, device: str = "cpu") -> dict[str, Any]:
     """fidelity_metrics, remembered for the last samples so that each row does not recompute it."""
-    key = (tensors_hash(x), dataset.content_hash, extractor)
+    key = (tensors_hash(x), dataset.content_hash, extractor, device)
     if key not in _LAST:
         _LAST.clear()
         weights = os.environ.get(INCEPTION_WEIGHTS_ENV) if extractor == "inception" else None
-        _LAST[key] = fidelity_metrics(x, dataset, extractor=extractor, weights_path=weights)
+        _LAST[key] = fidelity_metrics(x, dataset, extractor=extractor, weights_path=weights, device=device)
     return _LAST[key]
 
 
@@ -349,30 +352,41 @@ INCEPTION_WEIGHTS_ENV = "EBMBENCH_INCEPTION_WEIGHTS"  # a path to the weights fi
 
 
 def sample_metric(metric: str, extractor: str = "domain") -> Callable[[Tensor, Dataset], Measured]:
-    def fn(x: Tensor, dataset: Dataset) -> Measured:
+    def fn(x: Tensor, dataset: Dataset, device: str = "cpu") -> Measured:
         check_applicable(dataset)
         if extractor == "inception":
             try:
                 inception_weights(os.environ.get(INCEPTION_WEIGHTS_ENV))
             except MissingWeightsError as err:  # recorded as not_applicable, with where to put the file
                 raise NotApplicable(f"{err} (or set {INCEPTION_WEIGHTS_ENV} to the file)") from None
-        return row(evaluate_cached(x, dataset, extractor), metric)
+        return row(evaluate_cached(x, dataset, extractor, device), metric)
 
     fn.__name__ = f"{metric}_{extractor}"
     return fn
 
 
+def run_device(cfg: Any) -> dict[str, Any]:
+    """Features are extracted on the run's (resolved) device."""
+    return {"device": cfg.device}
+
+
 METRICS = [
     Metric("fid_domain", "samples", sample_metric("fid"), "Heusel et al. 2017, domain-classifier features",
-           ladder="passed", headline=True),
+           ladder="passed", headline=True, configure=run_device),
     Metric("kid_domain", "samples", sample_metric("kid"), "Binkowski et al. 2018, domain-classifier features",
-           ladder="failed"),
-    Metric("is_domain", "samples", sample_metric("is"), "Salimans et al. 2016, domain-classifier logits"),
-    Metric("precision_domain", "samples", sample_metric("precision"), "Kynkaanniemi et al. 2019, k=3"),
-    Metric("recall_domain", "samples", sample_metric("recall"), "Kynkaanniemi et al. 2019, k=3"),
-    Metric("nn_copy_fraction", "samples", sample_metric("nn_copy_fraction"), "nearest-training-neighbour copy test"),
-    Metric("fid_inception", "samples", sample_metric("fid", "inception"), "Heusel et al. 2017, Inception-v3 (compat)"),
-    Metric("kid_inception", "samples", sample_metric("kid", "inception"), "Binkowski et al. 2018, Inception-v3"),
-    Metric("is_inception", "samples", sample_metric("is", "inception"), "Salimans et al. 2016, Inception-v3"),
+           ladder="failed", configure=run_device),
+    Metric("is_domain", "samples", sample_metric("is"), "Salimans et al. 2016, domain-classifier logits",
+           configure=run_device),
+    Metric("precision_domain", "samples", sample_metric("precision"), "Kynkaanniemi et al. 2019, k=3",
+           configure=run_device),
+    Metric("recall_domain", "samples", sample_metric("recall"), "Kynkaanniemi et al. 2019, k=3", configure=run_device),
+    Metric("nn_copy_fraction", "samples", sample_metric("nn_copy_fraction"), "nearest-training-neighbour copy test",
+           configure=run_device),
+    Metric("fid_inception", "samples", sample_metric("fid", "inception"), "Heusel et al. 2017, Inception-v3 (compat)",
+           configure=run_device),
+    Metric("kid_inception", "samples", sample_metric("kid", "inception"), "Binkowski et al. 2018, Inception-v3",
+           configure=run_device),
+    Metric("is_inception", "samples", sample_metric("is", "inception"), "Salimans et al. 2016, Inception-v3",
+           configure=run_device),
 ]
 register(*METRICS)

@@ -97,7 +97,7 @@ class ProbabilityFlow:
     def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         self.calls += 1
         x, delta = state  # torchdiffeq concatenates the state, so x arrives in delta's float64
-        sigma = float(t.exp())
+        sigma = t.exp()  # a 0-d tensor on the solver's device: float(t.exp()) was a host read per evaluation
         with torch.enable_grad():
             x = x.detach().to(self.dtype).requires_grad_(True)
             s = self.model.score(x, sigma)

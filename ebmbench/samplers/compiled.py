@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # outputs live in a graph's memory, reused at the next replay
 GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (E(x) per sample, grad_x sum E)
 
 
@@ -73,6 +74,7 @@ class _Compiled:
         t0 = time.perf_counter()
         self.model, self.forward, self.backward = model, forward, backward
         self.fn = torch.compile(fn, mode=mode, dynamic=False)
+        self.graphs = mode in CUDA_GRAPH_MODES
         self.seen: set[tuple] = set()
         self.compile_s = time.perf_counter() - t0  # the first torch.compile of a process loads its modules
 
@@ -84,6 +86,8 @@ class _Compiled:
         net = self.model.net
         net.paused = True
         try:
+            if self.graphs:  # each call is a new step: its outputs overwrite the last call's, which callers that
+                torch.compiler.cudagraph_mark_step_begin()  # keep them clone (ULA, MALA, HMC do)
             with torch.no_grad():  # torch.func.grad still differentiates in x; no graph to the parameters
                 out = self.fn(*args)
         finally:

@@ -20,9 +20,11 @@ import torch
 from torch import Tensor
 
 from ebmbench.protocol import SAMPLERS, Box, SamplerOutput, SamplerSpec, TimeEnergyModel
+from ebmbench.samplers.diffusion import table_previous_timestep
 from ebmbench.samplers.hmc import hmc_chain
-from ebmbench.samplers.langevin import ula
+from ebmbench.samplers.langevin import ula_chain
 from ebmbench.samplers.mala import mala_chain
+from ebmbench.samplers.metropolis import MCMCStats, settle
 from ebmbench.samplers.trace import emit
 
 KERNELS = ("ula", "mala", "hmc")
@@ -40,21 +42,37 @@ def level_energy(model: TimeEnergyModel, t: int):
 def mcmc_at_level(model: TimeEnergyModel, x: Tensor, t: int, kernel: str, steps: int, step: float,
                   generator: torch.Generator, leapfrog_steps: int = 3) -> tuple[Tensor, int, float | None]:
     """``steps`` transitions of ``kernel`` on exp(-E(., t)) with step ``step`` (ULA/MALA eps, HMC h);
-    returns (x, energy-and-gradient evaluations made, acceptance or None for ULA)."""
+    returns (x, energy-and-gradient evaluations made, acceptance or None for ULA), read on the host."""
+    x, nfe, stats = level_chain(model, x, t, kernel, steps, step, generator, leapfrog_steps)
+    (acc,) = settle([stats], f"{kernel} at t = {t}")
+    return x, nfe, None if kernel == "ula" else acc
+
+
+def level_chain(model: TimeEnergyModel, x: Tensor, t: int, kernel: str, steps: int, step: float,
+                generator: torch.Generator, leapfrog_steps: int = 3) -> tuple[Tensor, int, MCMCStats]:
+    """``mcmc_at_level`` with no host read: returns the chain's device-side stats (ULA: only its finiteness
+    probe), for ``metropolis.settle``."""
     energy = level_energy(model, t)
     if kernel == "ula":
         unbounded = Box(-math.inf, math.inf, tuple(x.shape[1:]))
-        x, _ = ula(energy, x, steps=steps, eps=step, temperature=1.0, generator=generator, box=unbounded,
-                   support_mode="none")
-        return x, steps, None
+        x, t_stats = ula_chain(energy, x, steps=steps, eps=step, temperature=1.0, generator=generator, box=unbounded,
+                               support_mode="none")
+        return x, steps, MCMCStats(None, t_stats["probe"].new_zeros((0, 0)), steps, t_stats["probe"].new_zeros(()),
+                                   0, t_stats["probe"])
     if kernel == "mala":
-        x, stats = mala_chain(energy, x, steps=steps, eps=step, generator=generator)
-        return x, stats.nfe, stats.acceptance
+        x, stats = mala_chain(energy, x, steps=steps, eps=step, generator=generator, sync=False)
+        return x, stats.nfe, stats
     if kernel == "hmc":
         x, stats = hmc_chain(energy, x, steps=steps, leapfrog_steps=leapfrog_steps, step_size=step,
-                             generator=generator)
-        return x, stats.nfe, stats.acceptance
+                             generator=generator, sync=False)
+        return x, stats.nfe, stats
     raise ValueError(f"kernel {kernel!r}: choose one of {KERNELS}")
+
+
+def sigma_table(scheduler: Any) -> list[float]:
+    """sigma_t = sqrt(1 - alpha_bar_t) of every timestep as host floats, from the scheduler's CPU schedule (the
+    model's ``sigma_t`` at one level was a host read per level)."""
+    return (1 - scheduler.alphas_cumprod.double()).sqrt().tolist()
 
 
 def level_step(kernel: str, step_size: float, multiplier: float, sigma: float) -> float:
@@ -75,18 +93,20 @@ def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator
         raise ValueError(f"step_size={step_size} must be > 0 and target_accept={target_accept} in (0, 1)")
     scheduler = model.make_ddpm_scheduler()
     scheduler.set_timesteps(steps)
+    table_previous_timestep(scheduler)  # as the ancestral sampler: no host reads of the schedule per step
     x = torch.randn((n, *model.shape), generator=generator, device=model.device)
-    nfe, log_m, accepts, sizes = 0, 0.0, [], []
+    nfe, log_m, sizes, chains = 0, 0.0, [], []
+    sigmas = sigma_table(scheduler)
     for t in scheduler.timesteps.tolist():
         t_batch = torch.full((n,), t, dtype=torch.long, device=x.device)
-        sigma = float(model.sigma_t(t_batch[:1]))
         if mcmc_steps and t >= min_t:
-            h = level_step(kernel, step_size, math.exp(log_m), sigma)
-            x, calls, acc = mcmc_at_level(model, x, t, kernel, mcmc_steps, h, generator, leapfrog_steps)
+            h = level_step(kernel, step_size, math.exp(log_m), sigmas[t])
+            x, calls, stats = level_chain(model, x, t, kernel, mcmc_steps, h, generator, leapfrog_steps)
             nfe += calls
             sizes.append(h)
-            if acc is not None:
-                accepts.append(acc)
+            chains.append(stats)
+            if adapt_rate and kernel != "ula":  # the next level's step needs this one's acceptance: one read a level
+                (acc,) = settle([stats], f"{kernel} at t = {t}")
                 log_m += adapt_rate * (acc - target_accept)
         emit(f"t = {t}", x)
         with torch.no_grad():
@@ -95,6 +115,7 @@ def corrected_reverse(model: TimeEnergyModel, n: int, generator: torch.Generator
     emit("x_0", x)
     info: dict[str, Any] = {"kernel": kernel, "timesteps": steps, "mcmc_steps": mcmc_steps, "min_t": min_t,
                             "step_sizes": sizes, "scheduler_config": model.scheduler_config()}
+    accepts = [a for a in settle(chains, f"{kernel} corrector") if kernel != "ula"]  # once, at the end
     if accepts:
         info.update(acceptance=sum(accepts) / len(accepts), acceptance_by_level=accepts,
                     target_accept=target_accept)

@@ -66,10 +66,14 @@ def hmc_chain(
     generator: torch.Generator,
     box: Box | None = None,
     grad: GradFn | None = None,
+    sync: bool = True,
 ) -> tuple[Tensor, MCMCStats]:
     """HMC (Duane et al. 1987; Neal 2011) targeting exp(-E(x)/T) on ``box`` (None: all of R^D).
 
     ``grad``: (E, grad E) in one call (eager or compiled, ``samplers.compiled.grad_fn``); None: eager autograd.
+    ``sync=False``: no host read at all; the acceptance and the finiteness probe stay on the device
+    (``metropolis.settle`` reads many chains' at once). The first call's E and grad E are cloned: a compiled
+    CUDA-graph mode (reduce-overhead) overwrites its outputs on the next replay.
     """
     if leapfrog_steps < 1:
         raise ValueError(f"leapfrog_steps={leapfrog_steps}: HMC needs at least one leapfrog step")
@@ -78,7 +82,7 @@ def hmc_chain(
     check_args(box, x0, step_size=step_size, temperature=temperature)
     grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     x = x0.detach()
-    e, g = grad(x)
+    e, g = (t.clone() for t in grad(x))
     nfe, trace, accepted = 1, [e], torch.zeros((), device=x.device)
     probe = finite_probe(e)
     emit("step 0", x)
@@ -97,6 +101,8 @@ def hmc_chain(
         trace.append(e)
         emit(f"step {step + 1}", x)
     energies = torch.stack(trace, dim=1)
+    if not sync:
+        return x.detach(), MCMCStats(None, energies, nfe, accepted, steps * x.shape[0], probe)
     check_finite(probe, "HMC sampling")
     rate = float(accepted) / (steps * x.shape[0]) if steps else float("nan")
     return x.detach(), MCMCStats(acceptance=rate, energies=energies, nfe=nfe)

@@ -58,12 +58,13 @@ def ula_chain(
     """
     grad = grad if grad is not None else (lambda y: energy_and_grad(energy, y))
     noise_scale = (2.0 * eps * temperature) ** 0.5
-    e0, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
+    e_start, e, grad_norm_sum = None, None, torch.zeros((), device=x.device)
     probe = torch.zeros((), device=x.device, dtype=x.dtype)
     emit("step 0", x)
     for step in range(steps):
         e, g = grad(x)
-        e0 = e if e0 is None else e0
+        # the first energies, reduced now: a CUDA-graph compiled grad overwrites its outputs on the next call
+        e_start = e.mean() if e_start is None else e_start
         probe += finite_probe(e)
         g = clip_per_sample(g, grad_clip)
         grad_norm_sum += g.flatten(1).norm(dim=1).mean()
@@ -71,7 +72,7 @@ def ula_chain(
         x = box.project(x.detach() - eps * g + noise_scale * xi, support_mode)
         emit(f"step {step + 1}", x)
     nan = torch.full((), float("nan"), device=x.device)
-    stats = {"energy_start": e0.mean() if e0 is not None else nan, "energy_end": e.mean() if e is not None else nan,
+    stats = {"energy_start": e_start if e_start is not None else nan, "energy_end": e.mean() if e is not None else nan,
              "grad_norm_sum": grad_norm_sum, "probe": probe}
     return x.detach(), stats
 

@@ -17,9 +17,24 @@ from ebmbench.protocol import Box
 class MCMCStats:
     """Diagnostics of a Metropolis-adjusted run over a batch of chains."""
 
-    acceptance: float  # fraction of accepted proposals, mean over steps and chains
+    acceptance: float | None  # fraction of accepted proposals, mean over steps and chains (None: sync=False)
     energies: Tensor  # (n_chains, steps + 1): E(x_t) of every chain at every state, t = 0 the start
     nfe: int  # energy-and-gradient evaluations the loop made (one network call each, whole batch)
+    accepted: Tensor | None = None  # 0-d device tensor: accepted proposals (read by whoever syncs, sync=False)
+    proposals: int = 0  # steps * chains: the acceptance is float(accepted) / proposals
+    probe: Tensor | None = None  # compiled.finite_probe summed over the chain (NaN: a non-finite energy)
+
+
+def settle(stats: list[MCMCStats], what: str) -> list[float]:
+    """Check and read the device-side results of several ``sync=False`` chains at once: raise FloatingPointError
+    if an energy along any was NaN or inf, else return each chain's acceptance (one host read for all)."""
+    if not stats:
+        return []
+    values = torch.stack([torch.stack([s.probe.float(), s.accepted.float()]) for s in stats]).tolist()
+    if any(v[0] != v[0] or abs(v[0]) == float("inf") for v in values):
+        raise FloatingPointError(f"non-finite energy during {what} (NaN or inf in E(x)); lower the step size "
+                                 f"or check the model for divergence")
+    return [v[1] / s.proposals if s.proposals else float("nan") for v, s in zip(values, stats, strict=True)]
 
 
 def rows(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -39,8 +54,12 @@ def check_args(box: Box | None, x0: Tensor, **positive: float) -> None:
     for name, value in positive.items():
         if not value > 0:
             raise ValueError(f"{name}={value}: must be positive")
-    if not bool(inside(box, x0).all()):
-        raise ValueError("MCMC chains must start inside the support box (the density is zero outside it)")
+    if box is None:
+        return
+    try:  # a device-side assert: an accelerator raises when it gets there, with no host read per chain
+        torch._assert_async(inside(box, x0).all(), "MCMC chains must start inside the support box")
+    except RuntimeError:  # the CPU checks at once
+        raise ValueError("MCMC chains must start inside the support box (the density is zero outside it)") from None
 
 
 def sq_norm(v: Tensor) -> Tensor:
