@@ -503,6 +503,41 @@ compose_run = nb([  # notebooks/compose_run.ipynb: one composition run (ebmbench
     new_code_cell('compose.finish(c)["run_status"]'),
 ])
 
+sampling_run = nb([  # notebooks/sampling_run.ipynb: one sampling run (ebmbench/sampling.py), executed by a suite
+    new_markdown_cell(
+        "# AIS or SMC on an analytic target, against its exact log Z\n"
+        "\n"
+        "One target (funnel, gmm40, many_well: `ebmbench/data/targets.py`), one algorithm (AIS, Neal 2001; SMC, "
+        "Del Moral et al. 2006), one kernel (ULA, MALA, HMC), every K of the list, R replicates each. Nothing is "
+        "trained. A suite sets every parameter (`sampling:` in its file)."
+    ),
+    params(
+        "target = \"funnel\"  # type: str - funnel | gmm40 | many_well\n"
+        "algorithm = \"smc\"  # type: str - ais | smc\n"
+        "kernel = \"hmc\"  # type: str - ula | mala | hmc\n"
+        "steps = \"64\"  # type: str - comma-separated numbers of temperatures K\n"
+        "particles = 2000  # type: int - particles per replicate\n"
+        "replicates = 30  # type: int - independent estimates per K (the rows' seeds)\n"
+        "seed = 0  # type: int - seed of the run (K is added per step count)\n"
+        "step_times = \"0,1\"  # type: str - beta at which step_sizes are given\n"
+        "step_sizes = \"0.1,0.1\"  # type: str - HMC h or MALA/ULA eps at step_times\n"
+        "leapfrog_steps = 10  # type: int - HMC leapfrog steps\n"
+        "adapt_rate = 0.0  # type: float - step adaptation rate between temperatures (0: fixed)\n"
+        "target_accept = 0.65  # type: float - acceptance the adaptation aims at\n"
+        "ess_threshold = 0.3  # type: float - SMC resamples below this ESS / N\n"
+        "settings = \"\"  # type: str - where the settings come from\n"
+        "threads = 1  # type: int - torch intra-op threads\n"
+        "suite = \"adhoc\"  # type: str - the suite\n"
+        "results_dir = \"../results\"  # type: str - root folder of all suites (relative to notebooks/)"
+    ),
+    new_code_cell("from ebmbench import sampling"),
+    new_code_cell("run = sampling.start(globals())\nrun.cfg.run_id"),
+    new_code_cell("sampling.estimate(run);"),
+    new_code_cell("sampling.evaluate(run)\nsampling.table(run)"),
+    new_markdown_cell("The last cell writes `result.json`, the run's completion marker."),
+    new_code_cell('sampling.finish(run)["run_status"]'),
+])
+
 compose_nb = nb([  # notebooks/compose.ipynb: the composition benchmark's page, rendered as compose.html
     new_markdown_cell(
         "# Composition with exact targets: products and mixtures of trained models\n"
@@ -562,7 +597,7 @@ compose_nb = nb([  # notebooks/compose.ipynb: the composition benchmark's page, 
 
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
              "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik,
-             "study": study_nb, "compose_run": compose_run, "compose": compose_nb}
+             "study": study_nb, "compose_run": compose_run, "compose": compose_nb, "sampling_run": sampling_run}
 
 
 def build(name: str):

@@ -448,7 +448,12 @@ for _cls in (EightGaussians, Checkerboard, Rings, TwoMoons, Pinwheel, TwoSpirals
 
 
 def get_density(name: str) -> ToyDensity:
-    """A fresh instance of the named toy density; unknown names list the valid ones."""
+    """A fresh instance of the named toy density (or of a 2D sampling target, ``data/targets.py``: gmm40)."""
+    if name not in DENSITIES:
+        from ebmbench.data.targets import PLANAR  # imported here: targets builds on this module
+
+        if name in PLANAR:
+            return PLANAR[name]()
     return DENSITIES.get(name)()
 
 
