@@ -97,7 +97,10 @@ def side_by_side(suite_dir: Path | str, table: pd.DataFrame | None = None) -> pd
                    "fab": "FAB (flow + AIS bootstrap) is not implemented here",
                    "fab_buffer": "FAB (flow + AIS bootstrap) is not implemented here"}.get(p["method"], "")
             rows.append(_row(p, None, None, why))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    first = ["target", "method", "K", "metric", "published_median", "measured_median", "verdict", "interval",
+             "measured_n", "published_n", "particles", "measured_grad_evals", "published_grad_evals"]
+    return out[[c for c in first if c in out] + [c for c in out if c not in first]]
 
 
 def measured_summary(suite_dir: Path | str, metric: str = "log_z_error") -> pd.DataFrame:

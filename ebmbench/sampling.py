@@ -83,6 +83,14 @@ class SamplingConfig:
     def run_dir(self) -> Path:
         return Path(self.results_dir) / self.suite / FOLDER / self.run_id
 
+    @property
+    def method(self) -> str:  # the rows' method column (and ``ebmbench run --methods``)
+        return self.algorithm
+
+    @property
+    def dataset(self) -> str:  # the rows' dataset column (and ``ebmbench run --datasets``)
+        return self.target
+
     def ks(self) -> list[int]:
         return [int(k) for k in self.steps.split(",")]
 

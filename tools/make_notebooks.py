@@ -326,6 +326,35 @@ repro = nb([  # notebooks/reproduce.ipynb
         "compositions = load_compositions(suite_dir)\n"
         "reproduce.composition_finding(compositions) if len(compositions) else print(\"no compositions in this suite\")"
     ),
+    new_markdown_cell(
+        "## Samplers and log Z on analytic targets (`suites/samplers.yaml`)\n"
+        "\n"
+        "Published rows (`results/published/sampling_results.csv`, read from the papers' repositories: file and "
+        "commit in `source`) beside this suite's rows: DDS's SMC on the funnel (30 seeds per K), FAB's maximum-"
+        "likelihood flow on GMM-40 (3 seeds), FAB's own numbers. Verdict: `reproduced` when the interquartile "
+        "ranges over seeds overlap (the ranges for 5 seeds or fewer), `differs` with the gap, `not comparable` "
+        "with the reason. Cost: gradient evaluations per particle, measured; the published SMC's count assumes "
+        "AFT's settings (DDS does not state its own)."
+    ),
+    new_code_cell(
+        "from ebmbench import reproduce_sampling\n"
+        "from ebmbench.plots import sampling as sampling_plots\n"
+        "\n"
+        "pd.set_option(\"display.max_colwidth\", 120)\n"
+        "sampling_table = reproduce_sampling.published()\n"
+        "reproduce_sampling.side_by_side(suite_dir, sampling_table)"
+    ),
+    new_markdown_cell(
+        "Every measured AIS/SMC cell: the log Z error over the replicates (mean, median, IQR), its cost, and "
+        "how many replicates failed (a non-finite estimate)."
+    ),
+    new_code_cell(
+        "summary = reproduce_sampling.measured_summary(suite_dir)\n"
+        "summary if len(summary) else print(\"no sampling runs in this suite (suites/samplers.yaml has them)\")"
+    ),
+    new_code_cell(
+        "sampling_plots.log_z_error_vs_cost(summary, sampling_table) if len(summary) else None;"
+    ),
 ])
 
 lik = nb([  # notebooks/likelihood.ipynb

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ebmbench.data.toy2d import PLANAR_TARGETS, IsotropicMixture
 from ebmbench.protocol import Box
 from ebmbench.registry import Registry
 
@@ -49,8 +50,6 @@ def fab_gmm_std() -> float:
 
 def make_gmm40():
     """The ``IsotropicMixture`` of FAB's GMM-40 on the box [-50, 50]^2 (means lie in [-40, 40]^2)."""
-    from ebmbench.data.toy2d import IsotropicMixture
-
     class GMM40(IsotropicMixture):
         """40 equal-weight Gaussians, std softplus(1) = 1.3133, means from torch.manual_seed(0) (Midgley et al.
         2023, FAB). Box [-50, 50]^2: every mean is 10 or more from the edge, 7.6 stds. Modes: the 40 components."""
@@ -229,7 +228,8 @@ for _cls in (Funnel, GMM40, ManyWell):
     TARGETS.register(_cls.name, _cls)
 
 
-PLANAR: dict[str, Callable[[], object]] = {"gmm40": make_gmm40}  # 2D targets that are also toy densities/datasets
+PLANAR = PLANAR_TARGETS  # 2D targets that are also toy densities and training sets
+PLANAR.register("gmm40", make_gmm40)
 
 
 def get_target(name: str) -> Target:
