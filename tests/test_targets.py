@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
@@ -24,11 +25,15 @@ def test_many_well_log_z_by_quadrature() -> None:
 
 
 def test_funnel_is_normalized_by_quadrature() -> None:
+    """Gauss-Legendre in (x0, u) with x1 = u e^{x0 / 2} (Jacobian e^{x0 / 2}), x0 in [-27, 27], u in [-12, 12]."""
     t = Funnel(dim=2)
-    z, _ = integrate.dblquad(lambda x1, x0: math.exp(-float(t.energy(torch.tensor([x0, x1], dtype=torch.float64)))),
-                             -30, 30, lambda x0: -40 * math.exp(x0 / 2), lambda x0: 40 * math.exp(x0 / 2),
-                             epsabs=1e-8)
-    assert abs(z - 1.0) < 1e-6 and get_target("funnel").log_z == 0.0
+    nodes, weights = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(300))
+    x0, u = 27 * nodes, 12 * nodes
+    g0, gu = torch.meshgrid(x0, u, indexing="ij")
+    x = torch.stack([g0, gu * torch.exp(g0 / 2)], -1)
+    integrand = torch.exp(-t.energy(x) + g0 / 2)
+    z = float((integrand * (27 * weights)[:, None] * (12 * weights)[None, :]).sum())
+    assert abs(z - 1.0) < 1e-8 and get_target("funnel").log_z == 0.0
 
 
 def test_gmm40_is_fabs_mixture_and_normalized() -> None:
@@ -106,3 +111,25 @@ def test_gmm40_is_a_training_dataset_with_the_2d_metrics() -> None:
     assert d.shape == (2,) and d.density is not None and d.support.high == 50.0
     value, _, meta = mode_tv(d.test[:500], d)
     assert meta["n_modes"] == 40 and value < 0.2  # exact samples: near the floor
+
+
+def test_importance_ess_is_one_for_the_exact_density_and_less_otherwise() -> None:
+    """FAB's eval_ess_flow: ESS / N = 1 when q = p; below 1 (and as computed by hand) when q differs."""
+    from test_likelihood import random_flow
+
+    from ebmbench.data.base import Dataset
+    from ebmbench.metrics.importance import is_ess, normalized_ess
+
+    flow = random_flow((2,))
+    x = torch.zeros(10, 2)
+
+    class Same:  # the model's own density as the data density
+        log_prob = staticmethod(lambda y: flow.log_prob(y.float()).double())
+
+    value, _, meta = is_ess(flow, Dataset("same", x, x, x, flow.support, "c", density=Same()), n=2000)
+    assert abs(value - 1.0) < 1e-6 and meta["n"] == 2000
+    other = Dataset("gmm40", x, x, x, flow.support, "c", density=get_target("gmm40").density)
+    value, _, _ = is_ess(flow, other, n=2000)
+    assert value < 0.5
+    log_w = torch.tensor([0.0, 0.0, math.log(2.0)], dtype=torch.float64)
+    assert abs(normalized_ess(log_w) - (4.0**2 / 6.0) / 3) < 1e-12  # (sum w)^2 / (N sum w^2)
