@@ -34,7 +34,7 @@ def is_ess(model: GenerativeModel, dataset: Dataset, n: int = IS_SAMPLES, seed: 
     with torch.no_grad():
         x = model.sample(n, generator=generator, sampler="generator").x
         log_q = model.log_prob(x).double().cpu()
-    log_p = dataset.density.log_prob(x.detach().cpu().double())
+        log_p = dataset.density.log_prob(x.detach().cpu().double())
     log_w = log_p - log_q
     finite = torch.isfinite(log_w)
     meta: dict[str, Any] = {"n": n, "non_finite_weights": int((~finite).sum()),

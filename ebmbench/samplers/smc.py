@@ -220,14 +220,12 @@ def smc(energy: Energy, dim: int, params: SMCParams, dtype: torch.dtype = torch.
         log_z, log_w = log_z + norm, log_w - norm[:, None]
         ess = normalized_ess(log_w)
         min_ess = torch.minimum(min_ess, ess)
-        if params.resample:
-            low = ess < params.ess_threshold
-            if bool(low.any()):
-                idx = systematic_resample(log_w, gen)
-                idx = torch.where(low[:, None], idx, torch.arange(n).expand(r, n))
-                st = st.gather(idx)
-                log_w = torch.where(low[:, None], torch.full_like(log_w, -math.log(n)), log_w)
-                resamplings += low.long()
+        if params.resample:  # every replicate draws its indices; those above the threshold keep their particles
+            low = ess < params.ess_threshold  # (no host read per temperature: the decision stays on the device)
+            idx = torch.where(low[:, None], systematic_resample(log_w, gen), torch.arange(n).expand(r, n))
+            st = st.gather(idx)
+            log_w = torch.where(low[:, None], torch.full_like(log_w, -math.log(n)), log_w)
+            resamplings += low.long()
         h = (step_schedule(params, b1) * log_m.exp())[:, None, None]
         for _ in range(params.mcmc_steps):
             if params.kernel == "ula":
