@@ -236,7 +236,8 @@ def estimate(run: SamplingRun) -> dict[int, SMCResult]:
 
 
 def emc(mode_ids: torch.Tensor, log_weights: torch.Tensor, n_modes: int) -> float:
-    """-sum_m p_m log p_m / log M with p_m the weight in mode m (Blessing et al. 2024, entropic mode coverage)."""
+    """-sum_m p_m log p_m / log M with p_m the weight in mode m (Blessing et al. 2024, entropic mode coverage;
+    their targets/gmm40.py ``entropy`` @ 32de6218 counts unweighted samples, here the final normalized weights)."""
     p = torch.zeros(n_modes, dtype=torch.float64).index_add_(0, mode_ids, log_weights.double().softmax(0))
     p = p[p > 0]
     return float(-(p * p.log()).sum() / math.log(n_modes))
