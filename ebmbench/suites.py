@@ -37,7 +37,8 @@ from ebmbench.results import MANIFEST, aggregate, atomic_write_json, provenance,
 from ebmbench.run import RESULT, failed_record, run_dir_for
 
 SUITE_KEYS = {"name", "description", "defaults", "runs", "timeout", "compositions",  # compositions: ebmbench/compose.py
-              "plugins"}  # modules to import (ebmbench/plugins.py), as installed entry points are
+              "plugins",  # modules to import (ebmbench/plugins.py), as installed entry points are
+              "sampling"}  # sampling: AIS/SMC on analytic targets, ebmbench/sampling.py
 ENTRY_KEYS = {"datasets", "methods", "seeds", "params", "method_params", "timeout", "study", "label"}
 DEFAULT_TIMEOUT_S = 24 * 3600  # a run's wall-clock limit unless its suite entry sets `timeout` (seconds)
 MAX_LIST, MAX_RUNS = 1000, 100_000  # longest datasets/methods/seeds list of an entry, most runs of a suite
@@ -281,9 +282,14 @@ def load_suite(name_or_path: str, results_dir: str = "results", overrides: dict[
     compositions, composition_problems = compositions_from(doc.get("compositions"), runs, name, results_dir,
                                                            str(path), doc.get("timeout", DEFAULT_TIMEOUT_S))
     problems += composition_problems
+    from ebmbench.sampling import sampling_from
+
+    sampling, sampling_problems = sampling_from(doc.get("sampling"), name, results_dir, str(path),
+                                                doc.get("timeout", DEFAULT_TIMEOUT_S))
+    problems += sampling_problems
     if problems:
         raise SuiteError("\n".join(problems))
-    runs = [*runs, *compositions]  # type: ignore[list-item]
+    runs = [*runs, *compositions, *sampling]  # type: ignore[list-item]
     ids = [r.cfg.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: duplicate runs (same resolved config twice)")

@@ -326,6 +326,35 @@ repro = nb([  # notebooks/reproduce.ipynb
         "compositions = load_compositions(suite_dir)\n"
         "reproduce.composition_finding(compositions) if len(compositions) else print(\"no compositions in this suite\")"
     ),
+    new_markdown_cell(
+        "## Samplers and log Z on analytic targets (`suites/samplers.yaml`)\n"
+        "\n"
+        "Published rows (`results/published/sampling_results.csv`, read from the papers' repositories: file and "
+        "commit in `source`) beside this suite's rows: DDS's SMC on the funnel (30 seeds per K), FAB's maximum-"
+        "likelihood flow on GMM-40 (3 seeds), FAB's own numbers. Verdict: `reproduced` when the interquartile "
+        "ranges over seeds overlap (the ranges for 5 seeds or fewer), `differs` with the gap, `not comparable` "
+        "with the reason. Cost: gradient evaluations per particle, measured; the published SMC's count assumes "
+        "AFT's settings (DDS does not state its own)."
+    ),
+    new_code_cell(
+        "from ebmbench import reproduce_sampling\n"
+        "from ebmbench.plots import sampling as sampling_plots\n"
+        "\n"
+        "pd.set_option(\"display.max_colwidth\", 120)\n"
+        "sampling_table = reproduce_sampling.published()\n"
+        "reproduce_sampling.side_by_side(suite_dir, sampling_table)"
+    ),
+    new_markdown_cell(
+        "Every measured AIS/SMC cell: the log Z error over the replicates (mean, median, IQR), its cost, and "
+        "how many replicates failed (a non-finite estimate)."
+    ),
+    new_code_cell(
+        "summary = reproduce_sampling.measured_summary(suite_dir)\n"
+        "summary if len(summary) else print(\"no sampling runs in this suite (suites/samplers.yaml has them)\")"
+    ),
+    new_code_cell(
+        "sampling_plots.log_z_error_vs_cost(summary, sampling_table) if len(summary) else None;"
+    ),
 ])
 
 lik = nb([  # notebooks/likelihood.ipynb
@@ -503,6 +532,41 @@ compose_run = nb([  # notebooks/compose_run.ipynb: one composition run (ebmbench
     new_code_cell('compose.finish(c)["run_status"]'),
 ])
 
+sampling_run = nb([  # notebooks/sampling_run.ipynb: one sampling run (ebmbench/sampling.py), executed by a suite
+    new_markdown_cell(
+        "# AIS or SMC on an analytic target, against its exact log Z\n"
+        "\n"
+        "One target (funnel, gmm40, many_well: `ebmbench/data/targets.py`), one algorithm (AIS, Neal 2001; SMC, "
+        "Del Moral et al. 2006), one kernel (ULA, MALA, HMC), every K of the list, R replicates each. Nothing is "
+        "trained. A suite sets every parameter (`sampling:` in its file)."
+    ),
+    params(
+        "target = \"funnel\"  # type: str - funnel | gmm40 | many_well\n"
+        "algorithm = \"smc\"  # type: str - ais | smc\n"
+        "kernel = \"hmc\"  # type: str - ula | mala | hmc\n"
+        "steps = \"64\"  # type: str - comma-separated numbers of temperatures K\n"
+        "particles = 2000  # type: int - particles per replicate\n"
+        "replicates = 30  # type: int - independent estimates per K (the rows' seeds)\n"
+        "seed = 0  # type: int - seed of the run (K is added per step count)\n"
+        "step_times = \"0,1\"  # type: str - beta at which step_sizes are given\n"
+        "step_sizes = \"0.1,0.1\"  # type: str - HMC h or MALA/ULA eps at step_times\n"
+        "leapfrog_steps = 10  # type: int - HMC leapfrog steps\n"
+        "adapt_rate = 0.0  # type: float - step adaptation rate between temperatures (0: fixed)\n"
+        "target_accept = 0.65  # type: float - acceptance the adaptation aims at\n"
+        "ess_threshold = 0.3  # type: float - SMC resamples below this ESS / N\n"
+        "settings = \"\"  # type: str - where the settings come from\n"
+        "threads = 1  # type: int - torch intra-op threads\n"
+        "suite = \"adhoc\"  # type: str - the suite\n"
+        "results_dir = \"../results\"  # type: str - root folder of all suites (relative to notebooks/)"
+    ),
+    new_code_cell("from ebmbench import sampling"),
+    new_code_cell("run = sampling.start(globals())\nrun.cfg.run_id"),
+    new_code_cell("sampling.estimate(run);"),
+    new_code_cell("sampling.evaluate(run)\nsampling.table(run)"),
+    new_markdown_cell("The last cell writes `result.json`, the run's completion marker."),
+    new_code_cell('sampling.finish(run)["run_status"]'),
+])
+
 compose_nb = nb([  # notebooks/compose.ipynb: the composition benchmark's page, rendered as compose.html
     new_markdown_cell(
         "# Composition with exact targets: products and mixtures of trained models\n"
@@ -584,7 +648,7 @@ generic = train_nb(  # notebooks/run_generic.ipynb: ebmbench/plugins.py GENERIC_
 NOTEBOOKS = {"train_ebm": ebm, "train_diffusion": diff, "train_score": score, "train_gan": gan, "train_flow": flow,
              "train_rbm": rbm, "report": rep, "reproduce": repro, "likelihood": lik,
              "study": study_nb, "compose_run": compose_run, "compose": compose_nb,
-             "run_generic": generic}
+             "run_generic": generic, "sampling_run": sampling_run}
 
 
 def build(name: str):

@@ -8,11 +8,12 @@ from functools import cache, partial
 from ebmbench.data.base import Dataset
 from ebmbench.data.images import cifar10_dataset, digits_dataset, fashion_mnist_dataset, mnist_dataset
 from ebmbench.data.patches import patches8_dataset, patches32_dataset
+from ebmbench.data.targets import PLANAR
 from ebmbench.data.toy2d import DENSITIES, make_toy_dataset
 from ebmbench.registry import Registry
 
 DATASETS: Registry[Callable[[], Dataset]] = Registry("dataset")
-for _name in DENSITIES:
+for _name in [*DENSITIES, *PLANAR]:  # PLANAR: 2D sampling targets (gmm40), also training sets
     DATASETS.register(_name, partial(make_toy_dataset, _name))
 DATASETS.register("digits", digits_dataset)
 DATASETS.register("digits_binary", partial(digits_dataset, binarized=True))

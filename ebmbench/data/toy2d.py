@@ -447,8 +447,15 @@ for _cls in (EightGaussians, Checkerboard, Rings, TwoMoons, Pinwheel, TwoSpirals
     DENSITIES.register(_cls.name, _cls)
 
 
+# 2D sampling targets that are also toy densities (gmm40), registered by ``data/targets.py`` (which builds on this
+# module); kept apart from DENSITIES so that the toy set, its ladder and its tests stay as they are
+PLANAR_TARGETS: Registry[Callable[[], ToyDensity]] = Registry("2D sampling target")
+
+
 def get_density(name: str) -> ToyDensity:
-    """A fresh instance of the named toy density; unknown names list the valid ones."""
+    """A fresh instance of the named toy density (or of a 2D sampling target, ``PLANAR_TARGETS``)."""
+    if name in PLANAR_TARGETS:
+        return PLANAR_TARGETS.get(name)()
     return DENSITIES.get(name)()
 
 
