@@ -1,4 +1,5 @@
-"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`, `ebmbench fetch ITEM`."""
+"""Command line: `ebmbench run SUITE`, `ebmbench report SUITE`, `ebmbench list`, `ebmbench fetch ITEM`,
+`ebmbench evaluate SAMPLES`."""
 
 from __future__ import annotations
 
