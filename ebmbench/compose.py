@@ -17,7 +17,6 @@ Its rows go to ``results/<suite>/compositions/<run_id>/result.json`` (``load_com
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -374,10 +373,7 @@ class CompositionConfig:
 
     @property
     def config_hash(self) -> str:
-        d = asdict(self)
-        for k in ("suite", "results_dir"):
-            d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return config_mod.spec_hash(self)
 
     @property
     def run_id(self) -> str:

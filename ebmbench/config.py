@@ -116,11 +116,25 @@ class RunConfig:
         used = plugin_fingerprint(self)  # name, version, source hash of each plugin the run uses (none: unchanged)
         if used:
             d["plugins"] = used
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return digest(d)
 
     @property
     def run_id(self) -> str:
         return f"{self.dataset}__{self.method}__s{self.seed}__{self.config_hash[:8]}"
+
+
+def digest(d: dict[str, Any]) -> str:
+    """The config hash of a resolved parameter dict: 16 hex of the sha256 of its sorted JSON."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spec_hash(spec: Any) -> str:
+    """The config hash of a suite entry's spec dataclass (a composition, a sampling run): every field but where its
+    results are written (suite, results_dir)."""
+    d = dataclasses.asdict(spec)
+    for k in ("suite", "results_dir"):
+        d.pop(k)
+    return digest(d)
 
 
 COMMON = {f.name for f in fields(RunConfig) if f.name != "method_params"}

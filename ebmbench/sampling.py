@@ -19,9 +19,7 @@ not counted, so the funnel and the many-well count 0), wall clock per particle.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -70,10 +68,7 @@ class SamplingConfig:
 
     @property
     def config_hash(self) -> str:
-        d = asdict(self)
-        for k in ("suite", "results_dir"):
-            d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return config_mod.spec_hash(self)
 
     @property
     def run_id(self) -> str:
