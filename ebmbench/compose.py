@@ -38,7 +38,15 @@ from ebmbench.metrics.floor_cache import cached_floor, density_fingerprint
 from ebmbench.metrics.likelihood import log_partition_refined
 from ebmbench.metrics.sample_metrics import FLOOR_SEEDS, KL_K, MIN_RADIUS_REL
 from ebmbench.protocol import Cost, GenerativeModel, Samples
-from ebmbench.results import SCHEMA_VERSION, MetricValue, atomic_torch_save, atomic_write_json, make_rows, provenance
+from ebmbench.results import (
+    SCHEMA_VERSION,
+    MetricValue,
+    atomic_torch_save,
+    atomic_write_json,
+    make_rows,
+    provenance,
+    write_failed_record,
+)
 from ebmbench.results import read_result as read_record
 from ebmbench.serialization import load_checkpoint
 from ebmbench.training import CHECKPOINT, load_weights
@@ -464,12 +472,7 @@ def run_fields(cfg: CompositionConfig, run_status: str, dataset_hash: str = "") 
 
 
 def write_failed(cfg: CompositionConfig, reason: str) -> dict[str, Any]:
-    value = MetricValue("run", None, status="failed", reason=reason)
-    record = {"schema_version": SCHEMA_VERSION, "run_id": cfg.run_id, "run_status": "failed",
-              "rows": make_rows(run_fields(cfg, "failed"), [value])}
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.run_dir / "result.json", record)
-    return record
+    return write_failed_record(cfg.run_dir, run_fields(cfg, "failed"), reason)
 
 
 ENTRY_KEYS = {"operations", "pairs", "methods", "seeds", "samplers", "n_samples", "timeout"}

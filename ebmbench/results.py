@@ -191,6 +191,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def write_failed_record(run_dir: Path, fields: dict[str, Any], reason: str) -> dict[str, Any]:
+    """``result.json`` of a run that could not produce rows: one failed row with ``reason``, never a gap. ``fields``
+    are the run's columns (``run_id`` among them, ``run_status`` failed)."""
+    rows = make_rows(fields, [MetricValue("run", None, status="failed", reason=reason)])
+    record = {"schema_version": SCHEMA_VERSION, "run_id": fields["run_id"], "run_status": "failed", "rows": rows}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(run_dir) / "result.json", record)
+    return record
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
 

@@ -31,6 +31,7 @@ from ebmbench.results import (
     atomic_write_json,
     make_rows,
     provenance,
+    write_failed_record,
 )
 from ebmbench.training import CURVE_POINTS, TrainResult, load_weights, train
 
@@ -339,11 +340,7 @@ def failed_record(params: dict[str, Any], run_dir: Path, error: str, family: str
     """The record of a run whose notebook raised: one row with the error, so it is never a gap."""
     cfg = config_mod.resolve({k: v for k, v in params.items() if k != plugins.PARAM})
     fields = run_fields(cfg, "", "failed", None, family or METHODS.get(cfg.method).family)
-    value = MetricValue("run", None, status="failed", reason=error)
-    record = {"schema_version": SCHEMA_VERSION, "run_id": cfg.run_id, "run_status": "failed",
-              "rows": make_rows(fields, [value])}
-    atomic_write_json(run_dir / RESULT, record)
-    return record
+    return write_failed_record(run_dir, fields, error)
 
 
 def table(run: Run):  # -> pandas.DataFrame

@@ -36,7 +36,7 @@ from ebmbench.kernels import NOTEBOOKS_DIR
 from ebmbench.metrics import sample_metrics
 from ebmbench.metrics.base import NotApplicable
 from ebmbench.metrics.cost import count_flops
-from ebmbench.results import SCHEMA_VERSION, MetricValue, atomic_write_json, make_rows, provenance
+from ebmbench.results import SCHEMA_VERSION, MetricValue, atomic_write_json, make_rows, provenance, write_failed_record
 from ebmbench.results import read_result as read_record
 from ebmbench.samplers.smc import KERNELS, SMCParams, SMCResult, resample_final, smc
 
@@ -318,12 +318,7 @@ def run_fields(cfg: SamplingConfig, run_status: str) -> dict[str, Any]:
 
 
 def write_failed(cfg: SamplingConfig, reason: str) -> dict[str, Any]:
-    value = MetricValue("run", None, status="failed", reason=reason)
-    record = {"schema_version": SCHEMA_VERSION, "run_id": cfg.run_id, "run_status": "failed",
-              "rows": make_rows(run_fields(cfg, "failed"), [value])}
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.run_dir / "result.json", record)
-    return record
+    return write_failed_record(cfg.run_dir, run_fields(cfg, "failed"), reason)
 
 
 def finish(run: SamplingRun) -> dict[str, Any]:
