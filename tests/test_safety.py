@@ -4,7 +4,7 @@ The fix for crafted checkpoints was undone once by code added after it (compose 
 ``weights_only=False``). This scan holds the rule for every module, a helper's included: ``torch.load`` only in
 ``ebmbench/serialization.py`` (``weights_only=True``, onto the CPU), and nowhere ``weights_only=False``,
 ``pickle.load``/``loads``, an ``Unpickler`` without its own ``find_class``, ``yaml`` loading other than
-``safe_load``, ``eval``/``exec``, ``os.system``/``os.popen`` or ``shell=True``.
+``safe_load``, numpy's ``allow_pickle=True``, ``eval``/``exec``, ``os.system``/``os.popen`` or ``shell=True``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def findings(source: str, path: Path) -> list[str]:
             weights = keywords.get("weights_only")
             if isinstance(weights, ast.Constant) and weights.value is False:
                 out.append(f"{where}: weights_only=False")
+            pickles = keywords.get("allow_pickle")
+            if isinstance(pickles, ast.Constant) and pickles.value is True:
+                out.append(f"{where}: allow_pickle=True (numpy unpickles objects)")
             shell = keywords.get("shell")
             if isinstance(shell, ast.Constant) and shell.value is True:
                 out.append(f"{where}: shell=True")
@@ -81,6 +84,7 @@ def test_no_module_can_run_code_from_a_file_it_reads():
     ("from pickle import load", "from pickle import load(s)"),
     ("import pickle\nclass U(pickle.Unpickler):\n    pass", "without its own find_class"),
     ("import yaml\nyaml.load(text, Loader=yaml.Loader)", "yaml.load (use yaml.safe_load)"),
+    ("import numpy as np\nx = np.load(p, allow_pickle=True)", "allow_pickle=True"),
     ("exec(code)", "exec"), ("eval('1')", "eval"),
     ("import subprocess\nsubprocess.run('ls', shell=True)", "shell=True"),
     ("import os\nos.system('ls')", "os.system"),
@@ -94,5 +98,6 @@ def test_the_scan_finds_what_it_forbids(source, expected, tmp_path):
 def test_the_scan_allows_the_safe_forms(tmp_path):
     source = ("import pickle, yaml\nfrom ebmbench.serialization import load_tensors\n"
               "class Batch(pickle.Unpickler):\n    def find_class(self, module, name):\n        raise ValueError\n"
-              "doc = yaml.safe_load(text)\nx = load_tensors(p)\n")
+              "doc = yaml.safe_load(text)\nx = load_tensors(p)\n"
+              "import numpy as np\ny = np.load(p, allow_pickle=False)\n")
     assert findings(source, tmp_path / "module.py") == []
